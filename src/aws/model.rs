@@ -1,0 +1,125 @@
+//! What the operator knows about EC2, in plain types with no SDK in them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+pub const TAG_OWNER_UID: &str = "bedrock.privatelink.io/owner-uid";
+pub const TAG_NAME: &str = "bedrock.privatelink.io/name";
+pub const TAG_NAMESPACE: &str = "bedrock.privatelink.io/namespace";
+pub const TAG_SERVICE: &str = "bedrock.privatelink.io/service";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VpcFacts {
+    pub id: String,
+    pub ipv4_cidrs: Vec<String>,
+    pub ipv6_cidrs: Vec<String>,
+    pub dns_support: bool,
+    pub dns_hostnames: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubnetFacts {
+    pub id: String,
+    pub vpc_id: String,
+    pub az: String,
+    pub az_id: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceFacts {
+    pub service_name: String,
+    /// Availability Zone names where the service is offered.
+    pub azs: BTreeSet<String>,
+    pub private_dns_name: Option<String>,
+}
+
+/// One security-group rule, as the operator compares them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpRule {
+    pub protocol: String,
+    pub from_port: i32,
+    pub to_port: i32,
+    pub source: RuleSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleSource {
+    Ipv4(String),
+    Ipv6(String),
+    Group(String),
+    PrefixList(String),
+}
+
+impl IpRule {
+    pub fn https_from(source: RuleSource) -> Self {
+        Self {
+            protocol: "tcp".into(),
+            from_port: 443,
+            to_port: 443,
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for IpRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let src = match &self.source {
+            RuleSource::Ipv4(c) | RuleSource::Ipv6(c) => c,
+            RuleSource::Group(g) => g,
+            RuleSource::PrefixList(p) => p,
+        };
+        write!(
+            f,
+            "{}/{}-{} from {src}",
+            self.protocol, self.from_port, self.to_port
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupFacts {
+    pub id: String,
+    pub name: String,
+    pub vpc_id: String,
+    pub ingress: BTreeSet<IpRule>,
+    pub egress: BTreeSet<IpRule>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EndpointFacts {
+    pub id: String,
+    pub service_name: String,
+    pub vpc_id: String,
+    /// Lower-case state as the API sends it (compared case-insensitively).
+    pub state: String,
+    pub subnet_ids: BTreeSet<String>,
+    pub group_ids: BTreeSet<String>,
+    pub private_dns: bool,
+    pub policy: Option<Value>,
+    pub dns_names: Vec<String>,
+    pub network_interface_ids: Vec<String>,
+    pub last_error: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl EndpointFacts {
+    pub fn state_is(&self, s: &str) -> bool {
+        self.state.eq_ignore_ascii_case(s)
+    }
+
+    /// Gone or going: nothing more to do with it.
+    pub fn is_deleted_or_deleting(&self) -> bool {
+        self.state_is("deleted") || self.state_is("deleting")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceFacts {
+    pub id: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    pub az: String,
+}

@@ -1,0 +1,173 @@
+//! Command line: `run` (the controller) and `crd` (the CRD YAML from the Rust types).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+
+use crate::api::BedrockPrivateLink;
+use crate::aws::{Ec2, Ec2Options};
+use crate::reconcile::{self, Config, Context};
+use crate::telemetry::{self, Health, Metrics};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bedrock-privatelink-operator",
+    version,
+    about = "Private access to Amazon Bedrock for Kubernetes workloads"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinition YAML.
+    Crd,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// AWS region (default: the standard AWS chain: AWS_REGION, profile, IMDS).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// EC2 endpoint override (an emulator in tests). AWS_ENDPOINT_URL_EC2 works too.
+    #[arg(long, env = "BPL_EC2_ENDPOINT_URL")]
+    pub ec2_endpoint_url: Option<String>,
+    /// Namespaces to watch, comma separated; empty: all.
+    #[arg(long, env = "BPL_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// How often every object is checked for drift in AWS.
+    #[arg(long, env = "BPL_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// How soon an endpoint in a transitional state is looked at again.
+    #[arg(long, env = "BPL_PENDING_REQUEUE_MS", default_value_t = 2000)]
+    pub pending_requeue_ms: u64,
+    /// Objects reconciled at once.
+    #[arg(long, env = "BPL_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    #[arg(long, env = "BPL_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// tracing EnvFilter syntax, e.g. info or bpl=debug.
+    #[arg(long, env = "BPL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "BPL_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Reconcile only while holding a coordination.k8s.io Lease.
+    #[arg(long, env = "BPL_LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    #[arg(
+        long,
+        env = "BPL_LEASE_NAME",
+        default_value = "bedrock-privatelink-operator"
+    )]
+    pub lease_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, env = "BPL_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// VPC to use when an object names none (instead of discovering it from the Nodes).
+    #[arg(long, env = "BPL_DEFAULT_VPC_ID")]
+    pub default_vpc_id: Option<String>,
+    /// Client-side limiter following AWS's EC2 request-token buckets.
+    #[arg(long, env = "BPL_EC2_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ec2_rate_limit: bool,
+    /// Attempts per EC2 call (the SDK's standard retry mode, with backoff and jitter).
+    #[arg(long, env = "BPL_EC2_MAX_ATTEMPTS", default_value_t = 5)]
+    pub ec2_max_attempts: u32,
+}
+
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&BedrockPrivateLink::crd()).expect("CRD serializes")
+}
+
+pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    telemetry::init_logging(&args.log_format, &args.log_level);
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    health
+        .needs_lease
+        .store(args.leader_elect, Ordering::Relaxed);
+    tokio::spawn({
+        let (m, h, addr) = (metrics.clone(), health.clone(), args.http_addr);
+        async move {
+            if let Err(e) = telemetry::http::serve(addr, m, h).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }
+    });
+
+    let client = kube::Client::try_default().await?;
+    let ec2 = Ec2::connect(
+        Ec2Options {
+            region: args.region.clone(),
+            endpoint_url: args.ec2_endpoint_url.clone(),
+            rate_limit: args.ec2_rate_limit,
+            max_attempts: args.ec2_max_attempts.max(1),
+        },
+        metrics.clone(),
+    )
+    .await;
+    tracing::info!(region = %ec2.region, rate_limit = args.ec2_rate_limit, "starting");
+    let config = Config {
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        pending_requeue: Duration::from_millis(args.pending_requeue_ms.max(50)),
+        default_vpc_id: args.default_vpc_id.clone(),
+        watch_namespaces: args
+            .watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+        concurrency: args.concurrency.max(1),
+    };
+
+    let shutdown = shutdown_signal();
+    if args.leader_elect {
+        crate::leader::run_with_lease(client, ec2, metrics, health, config, &args, shutdown).await
+    } else {
+        health.leading.store(true, Ordering::Relaxed);
+        let ctx = Context::new(client, ec2, metrics, config);
+        let h = health.clone();
+        reconcile::run(ctx, shutdown, move || {
+            h.synced.store(true, Ordering::Relaxed)
+        })
+        .await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// SIGTERM or Ctrl-C: stop taking work, let in-flight reconciles finish.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing in-flight reconciles");
+}

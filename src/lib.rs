@@ -1,0 +1,13 @@
+//! Bedrock PrivateLink operator: one `BedrockPrivateLink` becomes interface VPC endpoints for
+//! Amazon Bedrock, their security group and policy, and a ConfigMap for workloads.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod aws;
+pub mod catalog;
+pub mod cli;
+pub mod leader;
+pub mod policy;
+pub mod publish;
+pub mod reconcile;
+pub mod telemetry;

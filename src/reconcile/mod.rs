@@ -1,0 +1,1104 @@
+//! The reconcile pipeline: observe -> validate -> desired -> diff -> apply -> status.
+//! `finalizer()` is the one top-level action; Apply and Cleanup are both idempotent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkStatus, DeletionPolicy, FINALIZER};
+use crate::aws::{
+    AwsError, Ec2, EndpointFacts, GroupFacts, ServiceFacts, TAG_OWNER_UID, VpcFacts, filter,
+};
+use crate::publish;
+use crate::telemetry::Metrics;
+
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod validate;
+
+use plan::{EndpointAction, Owner};
+use status::{
+    CONFIG_PUBLISHED, ENDPOINTS_READY, POLICY_APPLIED, READY, SECURITY_GROUP_READY, Verdict,
+};
+use validate::Invalid;
+
+pub const MANAGER: &str = "bedrock-privatelink-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Aws(AwsError),
+    /// Not a failure: something in AWS is still moving (e.g. an endpoint deleting).
+    #[error("waiting: {0}")]
+    Waiting(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Stable label for metrics and event reasons.
+    pub fn category(&self) -> String {
+        match self {
+            Error::Kube(_) => "KubeError".into(),
+            Error::Aws(e) => format!("Aws{}", e.code.split('.').next().unwrap_or("Error")),
+            Error::Waiting(_) => "Waiting".into(),
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
+                _ => "FinalizerError".into(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub resync: Duration,
+    pub pending_requeue: Duration,
+    pub default_vpc_id: Option<String>,
+    pub watch_namespaces: Vec<String>,
+    pub concurrency: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            pending_requeue: Duration::from_secs(2),
+            default_vpc_id: None,
+            watch_namespaces: Vec::new(),
+            concurrency: 8,
+        }
+    }
+}
+
+type Cached<K, V> = Mutex<Option<(Instant, K, V)>>;
+
+pub struct Context {
+    pub client: Client,
+    pub ec2: Ec2,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    pub config_maps: Option<Store<ConfigMap>>,
+    network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
+    service_cache: Mutex<Option<(Instant, BTreeMap<String, ServiceFacts>)>>,
+    vpc_cache: Mutex<HashMap<(String, bool), (Instant, Option<VpcFacts>)>>,
+    failures: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, ec2: Ec2, metrics: Arc<Metrics>, config: Config) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            ec2,
+            metrics,
+            config,
+            config_maps: None,
+            network_cache: Mutex::default(),
+            service_cache: Mutex::default(),
+            vpc_cache: Mutex::default(),
+            failures: Default::default(),
+        }
+    }
+
+    async fn event(
+        &self,
+        obj: &BedrockPrivateLink,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish event");
+        }
+    }
+
+    /// VPC facts change rarely and are shared by every object in the VPC: cache them briefly.
+    async fn vpc_facts(&self, vpc_id: &str, dns: bool) -> Result<Option<VpcFacts>, Error> {
+        let key = (vpc_id.to_string(), dns);
+        let ttl = self.config.resync.min(Duration::from_secs(60));
+        if let Some((at, v)) = self.vpc_cache.lock().await.get(&key)
+            && at.elapsed() < ttl
+        {
+            return Ok(v.clone());
+        }
+        let v = self
+            .ec2
+            .describe_vpc(vpc_id, dns)
+            .await
+            .map_err(Error::Aws)?;
+        self.vpc_cache
+            .lock()
+            .await
+            .insert(key, (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().expect("failures lock");
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(8);
+        let base = Duration::from_secs(1 << *n).min(Duration::from_secs(300));
+        base + Duration::from_millis(rand::random::<u64>() % 1000)
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+}
+
+fn owner_of(obj: &BedrockPrivateLink) -> Owner {
+    Owner {
+        uid: obj.uid().unwrap_or_default(),
+        name: obj.name_any(),
+        namespace: obj.namespace().unwrap_or_default(),
+    }
+}
+
+/// Entry point for one object.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<BedrockPrivateLink>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let obj = match &guard.0 {
+        Ok(obj) => Arc::new(obj.clone()),
+        Err(invalid) => {
+            // One malformed object must not stop the others; it is reported and skipped.
+            tracing::warn!(error = %invalid, "skipping an object that does not match the schema");
+            return Ok(Action::await_change());
+        }
+    };
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let api: Api<BedrockPrivateLink> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(o, &ctx).await,
+            Finalizer::Cleanup(o) => cleanup(o, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.category(),
+    };
+    ctx.metrics
+        .record_reconcile(&label, started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<BedrockPrivateLink>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = guard
+        .0
+        .as_ref()
+        .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+        .unwrap_or_default();
+    if err.category() == "Waiting" {
+        tracing::info!(object = %key, "{err}");
+        return Action::requeue(ctx.config.pending_requeue);
+    }
+    let delay = ctx.backoff(&key);
+    tracing::warn!(object = %key, error = %err, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// What Apply concluded, before it becomes status.
+struct Outcome {
+    verdicts: Vec<Verdict>,
+    requeue: Duration,
+}
+
+async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
+    let previous_ready = status::ready_of(obj.status.as_ref()).cloned();
+    let mut new_status = obj.status.clone().unwrap_or_default();
+    let outcome = match converge(&obj, ctx, &mut new_status).await {
+        Ok(o) => o,
+        Err(Failure::Invalid(inv)) => {
+            new_status
+                .region
+                .get_or_insert_with(|| ctx.ec2.region.clone());
+            Outcome {
+                verdicts: vec![Verdict::new(READY, false, inv.reason, inv.message)],
+                requeue: ctx.config.resync.min(Duration::from_secs(60)),
+            }
+        }
+        Err(Failure::Rejected(e)) => Outcome {
+            verdicts: vec![Verdict::new(
+                READY,
+                false,
+                "AwsRejected",
+                format!("AWS refused the change: {e}. Fix the spec or the AWS resources it names"),
+            )],
+            requeue: ctx.config.resync.min(Duration::from_secs(60)),
+        },
+        Err(Failure::Transient(e)) => {
+            let msg = format!("{e}; retrying with backoff");
+            let verdict = Verdict::new(READY, false, e.category(), msg);
+            finish(&obj, ctx, new_status, &[verdict], previous_ready.as_ref()).await?;
+            return Err(e);
+        }
+    };
+    finish(
+        &obj,
+        ctx,
+        new_status,
+        &outcome.verdicts,
+        previous_ready.as_ref(),
+    )
+    .await?;
+    Ok(Action::requeue(outcome.requeue))
+}
+
+/// Writes status (only if it changed) and tells the story in events when Ready changes.
+async fn finish(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    mut new_status: BedrockPrivateLinkStatus,
+    verdicts: &[Verdict],
+    previous_ready: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> Result<(), Error> {
+    let generation = obj.metadata.generation;
+    new_status.observed_generation = generation;
+    new_status.conditions = status::conditions(
+        &new_status.conditions,
+        verdicts,
+        generation,
+        jiff::Timestamp::now(),
+    );
+    let ready = status::ready_of(Some(&new_status)).cloned();
+    if let Some(r) = &ready {
+        let changed = previous_ready.is_none_or(|p| p.status != r.status || p.reason != r.reason);
+        if changed {
+            let (type_, action) = if r.status == "True" {
+                (EventType::Normal, "Reconcile")
+            } else {
+                (EventType::Warning, "Reconcile")
+            };
+            let reason = if r.status == "True" {
+                "Ready".to_string()
+            } else {
+                r.reason.clone()
+            };
+            ctx.event(obj, type_, &reason, action, r.message.clone())
+                .await;
+        }
+        ctx.metrics
+            .set_ready(&obj.uid().unwrap_or_default(), Some(&r.status));
+    }
+    if status::differs(obj.status.as_ref(), &new_status) {
+        let api: Api<BedrockPrivateLink> =
+            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": "bedrock.privatelink.io/v1alpha1",
+            "kind": "BedrockPrivateLink",
+            "status": new_status,
+        });
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    }
+    Ok(())
+}
+
+enum Failure {
+    /// The spec cannot work: a condition, an event, nothing created.
+    Invalid(Invalid),
+    /// AWS refused a change for a reason retrying will not fix.
+    Rejected(AwsError),
+    /// Throttling, 5xx, the API server: retry with backoff.
+    Transient(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Aws(a) if is_permanent(&a) => Failure::Rejected(a),
+            other => Failure::Transient(other),
+        }
+    }
+}
+
+impl From<Invalid> for Failure {
+    fn from(i: Invalid) -> Self {
+        Failure::Invalid(i)
+    }
+}
+
+fn is_permanent(e: &AwsError) -> bool {
+    e.code.starts_with("Invalid")
+        || matches!(
+            e.code.as_str(),
+            "DuplicateSubnetsInSameZone"
+                | "IdempotentParameterMismatch"
+                | "UnauthorizedOperation"
+                | "VpcEndpointLimitExceeded"
+                | "Unsuccessful"
+        )
+}
+
+async fn converge(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    out: &mut BedrockPrivateLinkStatus,
+) -> Result<Outcome, Failure> {
+    let spec = &obj.spec;
+    let owner = owner_of(obj);
+    let region = ctx.ec2.region.clone();
+    out.region = Some(region.clone());
+
+    // Region first: nothing else is worth asking if the object wants another region.
+    if let Some(r) = &spec.region
+        && *r != region
+    {
+        let obs = validate::Observed {
+            operator_region: region.clone(),
+            ..Default::default()
+        };
+        return Err(validate::validate(spec, &obs)
+            .expect_err("region mismatch")
+            .into());
+    }
+
+    // The VPC: spec, operator default, or the cluster's, from its Nodes.
+    let needs_nodes = spec.vpc_id.is_none() && ctx.config.default_vpc_id.is_none()
+        || spec
+            .subnets
+            .as_ref()
+            .is_none_or(|s| s.ids.is_none() && s.selector.is_none());
+    let network = if needs_nodes {
+        ctx.cluster_network().await?
+    } else {
+        Default::default()
+    };
+    let vpc_id = match (&spec.vpc_id, &ctx.config.default_vpc_id) {
+        (Some(v), _) | (None, Some(v)) => v.clone(),
+        (None, None) => match network.vpc_ids.len() {
+            1 => network.vpc_ids.iter().next().cloned().unwrap_or_default(),
+            0 => {
+                return Err(Invalid {
+                    reason: "VpcDiscoveryFailed",
+                    message: "no Node has an AWS providerID (aws:///<zone>/<instance-id>) to find the cluster's VPC from; set spec.vpcId or the operator's --default-vpc-id".into(),
+                }
+                .into());
+            }
+            _ => {
+                return Err(Invalid {
+                    reason: "MultipleVpcs",
+                    message: format!(
+                        "the cluster's Nodes are in several VPCs ({}); set spec.vpcId to choose one",
+                        network.vpc_ids.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                }
+                .into());
+            }
+        },
+    };
+    out.vpc_id = Some(vpc_id.clone());
+
+    let mut observed = ctx
+        .observe_cached(spec, &vpc_id, &network.subnet_ids)
+        .await?;
+    // One describe serves both: our endpoints in this VPC and anyone else's that could clash.
+    let in_vpc = if observed.vpc.is_some() {
+        ctx.ec2
+            .describe_endpoints(vec![filter("vpc-id", [vpc_id.as_str()])])
+            .await
+            .map_err(Error::Aws)?
+    } else {
+        Vec::new()
+    };
+    let (mut owned, foreign): (Vec<EndpointFacts>, Vec<EndpointFacts>) = in_vpc
+        .into_iter()
+        .partition(|e| e.tags.get(TAG_OWNER_UID) == Some(&owner.uid));
+    observed.foreign_endpoints = foreign;
+
+    let valid = validate::validate(spec, &observed)?;
+    out.skipped_subnets = valid.skipped.clone();
+    let desired = plan::desired(spec, &valid, &owner);
+
+    // Security group first: endpoints need its id.
+    let owned_groups = ctx
+        .ec2
+        .describe_security_groups(vec![filter(
+            &format!("tag:{TAG_OWNER_UID}"),
+            [owner.uid.as_str()],
+        )])
+        .await
+        .map_err(Error::Aws)?;
+    let (group_ids, group_verdict) = match &desired.group {
+        Some(dg) => {
+            let id = ensure_group(obj, ctx, dg, &owned_groups).await?;
+            out.security_group_id = Some(id.clone());
+            let sources: Vec<String> = dg.ingress.iter().map(|r| r.to_string()).collect();
+            (
+                vec![id.clone()],
+                Verdict::new(
+                    SECURITY_GROUP_READY,
+                    true,
+                    "Managed",
+                    format!("{id} admits only {}; no egress", sources.join(", ")),
+                ),
+            )
+        }
+        None => {
+            out.security_group_id = desired.existing_group_ids.first().cloned();
+            (
+                desired.existing_group_ids.clone(),
+                Verdict::new(
+                    SECURITY_GROUP_READY,
+                    true,
+                    "Existing",
+                    format!(
+                        "using existing groups {}",
+                        desired.existing_group_ids.join(", ")
+                    ),
+                ),
+            )
+        }
+    };
+
+    // Endpoints.
+    let actions = plan::plan_endpoints(&desired, &owned, &group_ids, &owner);
+    let mut changed = false;
+    for action in &actions {
+        match action {
+            EndpointAction::Create(req) => {
+                let created = ctx.ec2.create_endpoint(req).await.map_err(Error::Aws)?;
+                tracing::info!(endpoint = %created.id, service = %req.service_name, "created endpoint");
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "EndpointCreated",
+                    "Create",
+                    format!(
+                        "created {} for {} in {}",
+                        created.id,
+                        req.service_name,
+                        req.subnet_ids.join(", ")
+                    ),
+                )
+                .await;
+                owned.retain(|e| e.id != created.id);
+                owned.push(created);
+            }
+            EndpointAction::Modify(m) => {
+                ctx.ec2.modify_endpoint(m).await.map_err(Error::Aws)?;
+                let mut what = Vec::new();
+                if !m.add_subnets.is_empty() || !m.remove_subnets.is_empty() {
+                    what.push(format!(
+                        "subnets +{:?} -{:?}",
+                        m.add_subnets, m.remove_subnets
+                    ));
+                }
+                if !m.add_groups.is_empty() || !m.remove_groups.is_empty() {
+                    what.push(format!("groups +{:?} -{:?}", m.add_groups, m.remove_groups));
+                }
+                if m.policy.is_some() {
+                    what.push("policy".into());
+                }
+                if let Some(p) = m.private_dns {
+                    what.push(format!("private DNS {}", if p { "on" } else { "off" }));
+                }
+                tracing::info!(endpoint = %m.id, changes = %what.join("; "), "updated endpoint");
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "EndpointUpdated",
+                    "Update",
+                    format!("updated {}: {}", m.id, what.join("; ")),
+                )
+                .await;
+                changed = true;
+            }
+            EndpointAction::Delete { id, reason } => {
+                ctx.ec2
+                    .delete_endpoints(std::slice::from_ref(id))
+                    .await
+                    .map_err(Error::Aws)?;
+                tracing::info!(endpoint = %id, %reason, "deleted endpoint");
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "EndpointDeleted",
+                    "Delete",
+                    format!("deleted {id}: {reason}"),
+                )
+                .await;
+                changed = true;
+            }
+            EndpointAction::Wait { .. } => {}
+        }
+    }
+    if changed {
+        owned = ctx.owned_endpoints(&owner.uid).await?;
+    }
+
+    // A managed group left over from before the spec named existing groups: remove it once
+    // no endpoint holds it.
+    for g in owned_groups
+        .iter()
+        .filter(|g| Some(&g.id) != group_ids.first() || desired.group.is_none())
+    {
+        match ctx.ec2.delete_security_group(&g.id).await {
+            Ok(()) => {
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "SecurityGroupDeleted",
+                    "Delete",
+                    format!("deleted {} (no longer used)", g.id),
+                )
+                .await
+            }
+            Err(e) if e.is("DependencyViolation") || e.is("InvalidGroup.NotFound") => {}
+            Err(e) => return Err(Error::Aws(e).into()),
+        }
+    }
+
+    // Status of each desired endpoint.
+    let mut endpoint_statuses = Vec::new();
+    let mut pending = Vec::new();
+    let mut failed = Vec::new();
+    let mut policy_ok = true;
+    for d in &desired.endpoints {
+        let current = owned
+            .iter()
+            .filter(|e| e.service_name == d.service_name && !e.is_deleted_or_deleting())
+            .min_by_key(|e| (!e.state_is("available"), e.id.clone()));
+        let Some(e) = current else {
+            pending.push(format!("{} has no endpoint yet", d.service));
+            continue;
+        };
+        endpoint_statuses.push(status::endpoint_status(d.service, &region, e));
+        match e.state.to_ascii_lowercase().as_str() {
+            "available" => {}
+            "pending" | "pendingacceptance" => pending.push(format!("{} is {}", e.id, e.state)),
+            other => failed.push(format!(
+                "{} is {other}{}",
+                e.id,
+                e.last_error
+                    .as_ref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default()
+            )),
+        }
+        if !e
+            .policy
+            .as_ref()
+            .is_some_and(|p| crate::policy::equivalent(p, &d.policy))
+        {
+            policy_ok = false;
+        }
+    }
+    out.endpoints = endpoint_statuses;
+    out.policy_hash = Some(crate::policy::hash(&valid.policy));
+
+    let endpoints_verdict = if !failed.is_empty() {
+        Verdict::new(
+            ENDPOINTS_READY,
+            false,
+            "EndpointFailed",
+            format!(
+                "{}; AWS will not recover it by itself: check the error, then delete and re-create the object or fix the cause",
+                failed.join("; ")
+            ),
+        )
+    } else if !pending.is_empty() {
+        Verdict::new(
+            ENDPOINTS_READY,
+            false,
+            "EndpointPending",
+            format!("waiting for AWS: {}", pending.join("; ")),
+        )
+    } else {
+        let ids: Vec<&str> = out
+            .endpoints
+            .iter()
+            .map(|e| e.vpc_endpoint_id.as_str())
+            .collect();
+        Verdict::new(
+            ENDPOINTS_READY,
+            true,
+            "Available",
+            format!("{} available", ids.join(", ")),
+        )
+    };
+    let policy_verdict = if policy_ok {
+        Verdict::new(
+            POLICY_APPLIED,
+            true,
+            "Applied",
+            format!(
+                "policy {} applied to every endpoint",
+                out.policy_hash.clone().unwrap_or_default()
+            ),
+        )
+    } else {
+        Verdict::new(
+            POLICY_APPLIED,
+            false,
+            "PolicyPending",
+            "the endpoint policy is being applied",
+        )
+    };
+
+    // Publish what workloads need as soon as the DNS names are known.
+    let config_verdict = if out.endpoints.is_empty() {
+        Verdict::new(
+            CONFIG_PUBLISHED,
+            false,
+            "NoEndpoints",
+            "nothing to publish yet",
+        )
+    } else {
+        let data = publish::config_data(&region, &out.endpoints);
+        let name = obj.config_map_name();
+        publish_config(obj, ctx, &data)
+            .await
+            .map_err(Failure::Transient)?;
+        out.config_map_name = Some(name.clone());
+        Verdict::new(
+            CONFIG_PUBLISHED,
+            true,
+            "Published",
+            format!(
+                "ConfigMap {name} holds {} keys; use it with envFrom",
+                data.len()
+            ),
+        )
+    };
+
+    let parts = [
+        &group_verdict,
+        &endpoints_verdict,
+        &policy_verdict,
+        &config_verdict,
+    ];
+    let ready = match parts.iter().find(|v| !v.status) {
+        Some(v) => Verdict::new(READY, false, v.reason.clone(), v.message.clone()),
+        None => match &valid.reduced_resilience {
+            Some(msg) => Verdict::new(READY, true, "ReducedResilience", msg.clone()),
+            None => {
+                let dns: Vec<String> = out
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        e.private_dns_name
+                            .clone()
+                            .or_else(|| e.dns_names.first().cloned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                Verdict::new(
+                    READY,
+                    true,
+                    "Ready",
+                    format!("private access to Bedrock through {}", dns.join(", ")),
+                )
+            }
+        },
+    };
+    if let Some(msg) = &valid.reduced_resilience
+        && status::ready_of(obj.status.as_ref()).is_none_or(|c| c.reason != "ReducedResilience")
+        && ready.status
+    {
+        ctx.event(
+            obj,
+            EventType::Warning,
+            "ReducedResilience",
+            "Reconcile",
+            msg.clone(),
+        )
+        .await;
+    }
+    let requeue = if !pending.is_empty()
+        || actions
+            .iter()
+            .any(|a| matches!(a, EndpointAction::Wait { .. }))
+    {
+        ctx.config.pending_requeue
+    } else if !failed.is_empty() {
+        ctx.config.resync.min(Duration::from_secs(60))
+    } else {
+        ctx.config.resync
+    };
+    Ok(Outcome {
+        verdicts: vec![
+            ready,
+            group_verdict,
+            endpoints_verdict,
+            policy_verdict,
+            config_verdict,
+        ],
+        requeue,
+    })
+}
+
+impl Context {
+    async fn observe_cached(
+        &self,
+        spec: &crate::api::BedrockPrivateLinkSpec,
+        vpc_id: &str,
+        node_subnets: &BTreeSet<String>,
+    ) -> Result<validate::Observed, Error> {
+        let vpc = self.vpc_facts(vpc_id, spec.private_dns).await?;
+        let mut obs = self.observe(spec, vpc_id, node_subnets, vpc).await?;
+        obs.vpc_id = vpc_id.to_string();
+        Ok(obs)
+    }
+}
+
+/// The managed group exists with exactly the desired rules; returns its id.
+async fn ensure_group(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    dg: &plan::DesiredGroup,
+    owned: &[GroupFacts],
+) -> Result<String, Failure> {
+    let current = owned
+        .iter()
+        .find(|g| g.vpc_id == dg.vpc_id && g.name == dg.name)
+        .cloned();
+    let current = match current {
+        Some(g) => g,
+        None => {
+            let id = match ctx
+                .ec2
+                .create_security_group(&dg.name, &dg.description, &dg.vpc_id, &dg.tags)
+                .await
+            {
+                Ok(id) => {
+                    ctx.event(
+                        obj,
+                        EventType::Normal,
+                        "SecurityGroupCreated",
+                        "Create",
+                        format!("created {id} in {}", dg.vpc_id),
+                    )
+                    .await;
+                    id
+                }
+                // Created by an earlier run that crashed before it could see it: adopt it.
+                Err(e) if e.is("InvalidGroup.Duplicate") => {
+                    let found = ctx
+                        .ec2
+                        .describe_security_groups(vec![
+                            filter("group-name", [dg.name.as_str()]),
+                            filter("vpc-id", [dg.vpc_id.as_str()]),
+                        ])
+                        .await
+                        .map_err(Error::Aws)?;
+                    found.first().map(|g| g.id.clone()).ok_or(Error::Aws(e))?
+                }
+                Err(e) => return Err(Error::Aws(e).into()),
+            };
+            // A new group carries AWS's default allow-all egress rule.
+            GroupFacts {
+                id,
+                egress: [crate::aws::IpRule {
+                    protocol: "-1".into(),
+                    from_port: -1,
+                    to_port: -1,
+                    source: crate::aws::RuleSource::Ipv4("0.0.0.0/0".into()),
+                }]
+                .into(),
+                ..Default::default()
+            }
+        }
+    };
+    let p = plan::plan_group(dg, &current);
+    if !p.authorize.is_empty() {
+        ctx.ec2
+            .authorize_ingress(&current.id, &p.authorize)
+            .await
+            .or_else(|e| {
+                if e.is("InvalidPermission.Duplicate") {
+                    Ok(())
+                } else {
+                    Err(Error::Aws(e))
+                }
+            })?;
+    }
+    if !p.revoke_ingress.is_empty() {
+        ctx.ec2
+            .revoke_ingress(&current.id, &p.revoke_ingress)
+            .await
+            .or_else(|e| {
+                if e.is("InvalidPermission.NotFound") {
+                    Ok(())
+                } else {
+                    Err(Error::Aws(e))
+                }
+            })?;
+    }
+    if !p.revoke_egress.is_empty() {
+        ctx.ec2
+            .revoke_egress(&current.id, &p.revoke_egress)
+            .await
+            .or_else(|e| {
+                if e.is("InvalidPermission.NotFound") {
+                    Ok(())
+                } else {
+                    Err(Error::Aws(e))
+                }
+            })?;
+    }
+    if !p.is_empty() && !owned.is_empty() {
+        let changes: Vec<String> = p
+            .authorize
+            .iter()
+            .map(|r| format!("+{r}"))
+            .chain(p.revoke_ingress.iter().map(|r| format!("-{r}")))
+            .chain(p.revoke_egress.iter().map(|r| format!("-egress {r}")))
+            .collect();
+        ctx.event(
+            obj,
+            EventType::Normal,
+            "SecurityGroupUpdated",
+            "Update",
+            format!("{}: {}", current.id, changes.join(", ")),
+        )
+        .await;
+    }
+    Ok(current.id)
+}
+
+async fn publish_config(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    data: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.config_map_name();
+    if let Some(store) = &ctx.config_maps {
+        let key = reflector::ObjectRef::new(&name).within(&ns);
+        if store
+            .get(&key)
+            .is_some_and(|cm| cm.data.as_ref() == Some(data))
+        {
+            return Ok(());
+        }
+    }
+    let cm = publish::config_map(obj, &ns, data.clone());
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
+    let owner = owner_of(&obj);
+    ctx.metrics.set_ready(&owner.uid, None);
+    if obj.spec.deletion_policy == DeletionPolicy::Retain {
+        ctx.event(
+            &obj,
+            EventType::Normal,
+            "Retained",
+            "Delete",
+            "deletionPolicy Retain: the endpoints and security group stay in AWS".into(),
+        )
+        .await;
+        delete_config_map(&obj, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    // Endpoints first: their network interfaces hold the security group.
+    let endpoints = ctx.owned_endpoints(&owner.uid).await?;
+    let to_delete: Vec<String> = endpoints
+        .iter()
+        .filter(|e| !e.is_deleted_or_deleting())
+        .map(|e| e.id.clone())
+        .collect();
+    if !to_delete.is_empty() {
+        ctx.ec2
+            .delete_endpoints(&to_delete)
+            .await
+            .map_err(Error::Aws)?;
+        ctx.event(
+            &obj,
+            EventType::Normal,
+            "EndpointDeleted",
+            "Delete",
+            format!("deleting {}", to_delete.join(", ")),
+        )
+        .await;
+    }
+    let lingering: Vec<String> = endpoints
+        .iter()
+        .filter(|e| !e.state_is("deleted"))
+        .map(|e| {
+            format!(
+                "{} ({})",
+                e.id,
+                if to_delete.contains(&e.id) {
+                    "deleting"
+                } else {
+                    e.state.as_str()
+                }
+            )
+        })
+        .collect();
+    if !lingering.is_empty() {
+        return Err(Error::Waiting(format!(
+            "endpoints {} are not gone yet",
+            lingering.join(", ")
+        )));
+    }
+    let groups = ctx
+        .ec2
+        .describe_security_groups(vec![filter(
+            &format!("tag:{TAG_OWNER_UID}"),
+            [owner.uid.as_str()],
+        )])
+        .await
+        .map_err(Error::Aws)?;
+    for g in &groups {
+        match ctx.ec2.delete_security_group(&g.id).await {
+            Ok(()) => {
+                ctx.event(
+                    &obj,
+                    EventType::Normal,
+                    "SecurityGroupDeleted",
+                    "Delete",
+                    format!("deleted {}", g.id),
+                )
+                .await
+            }
+            Err(e) if e.is("InvalidGroup.NotFound") => {}
+            Err(e) if e.is("DependencyViolation") => {
+                return Err(Error::Waiting(format!(
+                    "security group {} is still in use by network interfaces of deleted endpoints",
+                    g.id
+                )));
+            }
+            Err(e) => return Err(Error::Aws(e)),
+        }
+    }
+    delete_config_map(&obj, ctx).await?;
+    tracing::info!(object = %owner.name, namespace = %owner.namespace, "all AWS resources removed");
+    Ok(Action::await_change())
+}
+
+async fn delete_config_map(obj: &BedrockPrivateLink, ctx: &Context) -> Result<(), Error> {
+    // Owner references would do this with a garbage collector; do it explicitly so nothing lingers.
+    let api: Api<ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    match api
+        .delete(&obj.config_map_name(), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Context,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_synced: impl FnOnce() + Send + 'static,
+) {
+    let client = ctx.client.clone();
+    let namespaces = ctx.config.watch_namespaces.clone();
+    let concurrency = ctx.config.concurrency;
+    let selector = format!("app.kubernetes.io/managed-by={}", publish::MANAGED_BY);
+    let cm_api: Api<ConfigMap> = Api::all(client.clone());
+    let (cm_store, cm_writer) = reflector::store();
+    let cm_stream = reflector::reflector(
+        cm_writer,
+        watcher(cm_api.clone(), watcher::Config::default().labels(&selector)).modify(|cm| {
+            cm.managed_fields_mut().clear();
+        }),
+    )
+    .applied_objects()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(cm_stream);
+    let mut ctx = ctx;
+    ctx.config_maps = Some(cm_store.clone());
+    let ctx = Arc::new(ctx);
+
+    let apis: Vec<Api<DeserializeGuard<BedrockPrivateLink>>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let shutdown = Box::pin(shutdown).shared();
+    let mut streams = Vec::new();
+    let mut stores = Vec::new();
+    for api in apis {
+        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+            .owns(cm_api.clone(), watcher::Config::default().labels(&selector))
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(shutdown.clone());
+        stores.push(controller.store());
+        streams.push(
+            controller
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|res| async move {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "controller event");
+                    }
+                })
+                .boxed(),
+        );
+    }
+    tokio::spawn(async move {
+        for s in &stores {
+            let _ = s.wait_until_ready().await;
+        }
+        let _ = cm_store.wait_until_ready().await;
+        on_synced();
+    });
+    futures::future::join_all(streams).await;
+}

@@ -1,0 +1,214 @@
+//! Reading the world: Kubernetes Nodes and EC2 describes. No decisions here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::ListParams;
+
+use super::validate::{Observed, SubnetSource};
+use super::{Context, Error};
+use crate::api::BedrockPrivateLinkSpec;
+use crate::aws::{EndpointFacts, ServiceFacts, TAG_OWNER_UID, VpcFacts, filter};
+use crate::catalog::BedrockService;
+
+/// The cluster's network as seen from its Nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterNetwork {
+    pub vpc_ids: BTreeSet<String>,
+    pub subnet_ids: BTreeSet<String>,
+}
+
+/// `aws:///us-east-1a/i-0123456789abcdef0` -> `i-0123456789abcdef0`.
+pub fn instance_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    rest.rsplit('/').next().filter(|id| id.starts_with("i-"))
+}
+
+const SERVICE_CACHE_TTL: Duration = Duration::from_secs(600);
+
+impl Context {
+    /// Cluster VPC and node subnets, from the Nodes' provider ids (cached for a resync period).
+    pub async fn cluster_network(&self) -> Result<ClusterNetwork, Error> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let list = nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::Kube)?;
+        let mut ids: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.provider_id.as_deref())
+            .filter_map(instance_id)
+            .map(str::to_string)
+            .collect();
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(ClusterNetwork::default());
+        }
+        {
+            let cache = self.network_cache.lock().await;
+            if let Some((at, key, net)) = cache.as_ref()
+                && *key == ids
+                && at.elapsed() < self.config.resync
+            {
+                return Ok(net.clone());
+            }
+        }
+        let instances = self
+            .ec2
+            .describe_instances(&ids)
+            .await
+            .map_err(Error::Aws)?;
+        let net = ClusterNetwork {
+            vpc_ids: instances
+                .iter()
+                .map(|i| i.vpc_id.clone())
+                .filter(|v| !v.is_empty())
+                .collect(),
+            subnet_ids: instances
+                .iter()
+                .map(|i| i.subnet_id.clone())
+                .filter(|v| !v.is_empty())
+                .collect(),
+        };
+        *self.network_cache.lock().await = Some((Instant::now(), ids, net.clone()));
+        Ok(net)
+    }
+
+    /// The endpoint services of this region, cached: the catalog changes rarely.
+    pub async fn services(
+        &self,
+        wanted: &[BedrockService],
+    ) -> Result<BTreeMap<String, ServiceFacts>, Error> {
+        let region = &self.ec2.region;
+        let mut cache = self.service_cache.lock().await;
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < SERVICE_CACHE_TTL);
+        let known = cache.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+        let missing: Vec<String> = wanted
+            .iter()
+            .map(|s| s.service_name(region))
+            .filter(|n| !known.contains_key(n))
+            .collect();
+        if fresh && missing.is_empty() {
+            return Ok(known);
+        }
+        let all: Vec<String> = BedrockService::ALL
+            .iter()
+            .map(|s| s.service_name(region))
+            .collect();
+        let facts = self.ec2.describe_services(&all).await.map_err(Error::Aws)?;
+        let map: BTreeMap<String, ServiceFacts> = facts
+            .into_iter()
+            .map(|f| (f.service_name.clone(), f))
+            .collect();
+        *cache = Some((Instant::now(), map.clone()));
+        Ok(map)
+    }
+
+    /// Everything validation needs, for a resolved VPC.
+    pub async fn observe(
+        &self,
+        spec: &BedrockPrivateLinkSpec,
+        vpc_id: &str,
+        node_subnets: &BTreeSet<String>,
+        vpc: Option<VpcFacts>,
+    ) -> Result<Observed, Error> {
+        let (source, subnets) = match spec.subnets.as_ref() {
+            Some(s) if s.ids.is_some() => {
+                let ids = s.ids.clone().unwrap_or_default();
+                let found = self
+                    .ec2
+                    .describe_subnets(&ids, None, &BTreeMap::new())
+                    .await
+                    .map_err(Error::Aws)?;
+                (SubnetSource::Explicit(ids), found)
+            }
+            Some(s) if s.selector.is_some() => {
+                let tags = s.selector.clone().unwrap_or_default();
+                let found = self
+                    .ec2
+                    .describe_subnets(&[], Some(vpc_id), &tags)
+                    .await
+                    .map_err(Error::Aws)?;
+                (SubnetSource::Selector(tags), found)
+            }
+            _ => {
+                let ids: Vec<String> = node_subnets.iter().cloned().collect();
+                let found = if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.ec2
+                        .describe_subnets(&ids, Some(vpc_id), &BTreeMap::new())
+                        .await
+                        .map_err(Error::Aws)?
+                };
+                (SubnetSource::Nodes, found)
+            }
+        };
+        let services = self.services(&spec.services).await?;
+        let existing_groups = match spec
+            .security_group
+            .as_ref()
+            .and_then(|g| g.existing_ids.as_ref())
+        {
+            Some(ids) => self
+                .ec2
+                .describe_security_groups(vec![filter("group-id", ids.iter().map(String::as_str))])
+                .await
+                .map_err(Error::Aws)?,
+            None => Vec::new(),
+        };
+        Ok(Observed {
+            operator_region: self.ec2.region.clone(),
+            vpc_id: vpc_id.to_string(),
+            vpc,
+            subnet_source: Some(source),
+            subnets,
+            services,
+            existing_groups,
+            foreign_endpoints: Vec::new(),
+        })
+    }
+
+    /// Endpoints in the VPC for these services, ours and others'.
+    pub async fn endpoints_in_vpc(
+        &self,
+        vpc_id: &str,
+        service_names: &[String],
+    ) -> Result<Vec<EndpointFacts>, Error> {
+        self.ec2
+            .describe_endpoints(vec![
+                filter("vpc-id", [vpc_id]),
+                filter("service-name", service_names.iter().map(String::as_str)),
+            ])
+            .await
+            .map_err(Error::Aws)
+    }
+
+    pub async fn owned_endpoints(&self, uid: &str) -> Result<Vec<EndpointFacts>, Error> {
+        self.ec2
+            .describe_endpoints(vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])])
+            .await
+            .map_err(Error::Aws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids() {
+        assert_eq!(
+            instance_id("aws:///us-east-1a/i-0123456789abcdef0"),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(instance_id("aws:///i-0abc"), Some("i-0abc"));
+        assert_eq!(instance_id("gce://project/zone/name"), None);
+        assert_eq!(instance_id("aws:///us-east-1a/fargate-ip-10-0-0-1"), None);
+    }
+}

@@ -1,0 +1,499 @@
+//! Desired state and the minimal changes that reach it (pure).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::validate::Valid;
+use crate::api::BedrockPrivateLinkSpec;
+use crate::aws::{
+    CreateEndpoint, EndpointFacts, GroupFacts, IpRule, ModifyEndpoint, RuleSource, TAG_NAME,
+    TAG_NAMESPACE, TAG_OWNER_UID, TAG_SERVICE,
+};
+use crate::catalog::BedrockService;
+use crate::policy;
+
+/// Who the object is, for names and ownership tags (derived from the uid).
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Owner {
+    pub fn tags(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut tags = extra.clone();
+        tags.insert(TAG_OWNER_UID.into(), self.uid.clone());
+        tags.insert(TAG_NAME.into(), self.name.clone());
+        tags.insert(TAG_NAMESPACE.into(), self.namespace.clone());
+        tags
+    }
+
+    /// Group names are unique per VPC; deriving it from the uid makes a retried create fail
+    /// with InvalidGroup.Duplicate instead of making a second group.
+    pub fn group_name(&self) -> String {
+        format!("bpl-{}", self.uid)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredGroup {
+    pub name: String,
+    pub description: String,
+    pub vpc_id: String,
+    pub ingress: BTreeSet<IpRule>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredEndpoint {
+    pub service: BedrockService,
+    pub service_name: String,
+    pub subnet_ids: BTreeSet<String>,
+    pub private_dns: bool,
+    pub policy: Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub vpc_id: String,
+    /// The managed group, or None when the spec names existing groups.
+    pub group: Option<DesiredGroup>,
+    pub existing_group_ids: Vec<String>,
+    pub endpoints: Vec<DesiredEndpoint>,
+}
+
+pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> Desired {
+    let existing = spec
+        .security_group
+        .as_ref()
+        .and_then(|g| g.existing_ids.clone());
+    let group = match &existing {
+        Some(_) => None,
+        None => {
+            let allow = spec
+                .security_group
+                .as_ref()
+                .and_then(|g| g.allow_from.clone())
+                .unwrap_or_default();
+            let mut sources: Vec<RuleSource> = Vec::new();
+            let explicit = allow.cidrs.is_some() || allow.security_group_ids.is_some();
+            for c in allow.cidrs.iter().flatten() {
+                sources.push(if c.contains(':') {
+                    RuleSource::Ipv6(c.clone())
+                } else {
+                    RuleSource::Ipv4(c.clone())
+                });
+            }
+            for g in allow.security_group_ids.iter().flatten() {
+                sources.push(RuleSource::Group(g.clone()));
+            }
+            if !explicit {
+                sources.extend(valid.vpc.ipv4_cidrs.iter().cloned().map(RuleSource::Ipv4));
+                sources.extend(valid.vpc.ipv6_cidrs.iter().cloned().map(RuleSource::Ipv6));
+            }
+            let mut tags = owner.tags(&spec.tags);
+            tags.insert(
+                "Name".into(),
+                format!("bpl-{}-{}", owner.namespace, owner.name),
+            );
+            Some(DesiredGroup {
+                name: owner.group_name(),
+                description: format!(
+                    "Bedrock PrivateLink endpoints of {}/{} (HTTPS in only)",
+                    owner.namespace, owner.name
+                ),
+                vpc_id: valid.vpc.id.clone(),
+                ingress: sources.into_iter().map(IpRule::https_from).collect(),
+                tags,
+            })
+        }
+    };
+    let endpoints = valid
+        .placements
+        .iter()
+        .map(|p| {
+            let mut tags = owner.tags(&spec.tags);
+            tags.insert(TAG_SERVICE.into(), p.service.as_str().into());
+            tags.insert(
+                "Name".into(),
+                format!("bpl-{}-{}-{}", owner.namespace, owner.name, p.service),
+            );
+            DesiredEndpoint {
+                service: p.service,
+                service_name: p.service_name.clone(),
+                subnet_ids: p.subnet_ids.clone(),
+                private_dns: spec.private_dns,
+                policy: valid.policy.clone(),
+                tags,
+            }
+        })
+        .collect();
+    Desired {
+        vpc_id: valid.vpc.id.clone(),
+        group,
+        existing_group_ids: existing.unwrap_or_default(),
+        endpoints,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupPlan {
+    pub authorize: Vec<IpRule>,
+    pub revoke_ingress: Vec<IpRule>,
+    pub revoke_egress: Vec<IpRule>,
+}
+
+impl GroupPlan {
+    pub fn is_empty(&self) -> bool {
+        self.authorize.is_empty() && self.revoke_ingress.is_empty() && self.revoke_egress.is_empty()
+    }
+}
+
+/// Only the rules that differ: never revoke-all-then-re-add (that would be an outage).
+/// Egress is emptied: an endpoint's group needs no outbound rule.
+pub fn plan_group(desired: &DesiredGroup, observed: &GroupFacts) -> GroupPlan {
+    GroupPlan {
+        authorize: desired
+            .ingress
+            .difference(&observed.ingress)
+            .cloned()
+            .collect(),
+        revoke_ingress: observed
+            .ingress
+            .difference(&desired.ingress)
+            .cloned()
+            .collect(),
+        revoke_egress: observed.egress.iter().cloned().collect(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointAction {
+    Create(CreateEndpoint),
+    Modify(ModifyEndpoint),
+    Delete {
+        id: String,
+        reason: String,
+    },
+    /// In a state where AWS refuses changes (pending); look again soon.
+    Wait {
+        id: String,
+        state: String,
+    },
+}
+
+/// The endpoint actions, given the endpoints we own and the group ids they should carry.
+pub fn plan_endpoints(
+    desired: &Desired,
+    owned: &[EndpointFacts],
+    group_ids: &[String],
+    owner: &Owner,
+) -> Vec<EndpointAction> {
+    let mut actions = Vec::new();
+    let live: Vec<&EndpointFacts> = owned
+        .iter()
+        .filter(|e| !e.is_deleted_or_deleting())
+        .collect();
+    let wanted_groups: BTreeSet<String> = group_ids.iter().cloned().collect();
+    for d in &desired.endpoints {
+        let mut mine: Vec<&EndpointFacts> = live
+            .iter()
+            .copied()
+            .filter(|e| e.service_name == d.service_name && e.vpc_id == desired.vpc_id)
+            .collect();
+        // Keep the most advanced one if a duplicate ever slipped through; delete the rest.
+        mine.sort_by_key(|e| (!e.state_is("available"), e.id.clone()));
+        for extra in mine.iter().skip(1) {
+            actions.push(EndpointAction::Delete {
+                id: extra.id.clone(),
+                reason: format!("duplicate endpoint for {}", d.service),
+            });
+        }
+        let Some(current) = mine.first() else {
+            let policy = d.policy.to_string();
+            let mut req = CreateEndpoint {
+                vpc_id: desired.vpc_id.clone(),
+                service_name: d.service_name.clone(),
+                subnet_ids: d.subnet_ids.iter().cloned().collect(),
+                group_ids: group_ids.to_vec(),
+                private_dns: d.private_dns,
+                policy,
+                client_token: String::new(),
+                tags: d.tags.clone(),
+            };
+            req.client_token = client_token(owner, &req);
+            actions.push(EndpointAction::Create(req));
+            continue;
+        };
+        if current.state_is("pending") || current.state_is("pendingacceptance") {
+            actions.push(EndpointAction::Wait {
+                id: current.id.clone(),
+                state: current.state.clone(),
+            });
+            continue;
+        }
+        let policy_differs = current
+            .policy
+            .as_ref()
+            .is_none_or(|p| !policy::equivalent(p, &d.policy));
+        let m = ModifyEndpoint {
+            id: current.id.clone(),
+            add_subnets: d
+                .subnet_ids
+                .difference(&current.subnet_ids)
+                .cloned()
+                .collect(),
+            remove_subnets: current
+                .subnet_ids
+                .difference(&d.subnet_ids)
+                .cloned()
+                .collect(),
+            add_groups: wanted_groups
+                .difference(&current.group_ids)
+                .cloned()
+                .collect(),
+            remove_groups: current
+                .group_ids
+                .difference(&wanted_groups)
+                .cloned()
+                .collect(),
+            policy: policy_differs.then(|| d.policy.to_string()),
+            private_dns: (current.private_dns != d.private_dns).then_some(d.private_dns),
+        };
+        if !m.is_noop() {
+            actions.push(EndpointAction::Modify(m));
+        }
+    }
+    for e in &live {
+        let wanted = desired
+            .endpoints
+            .iter()
+            .any(|d| d.service_name == e.service_name && e.vpc_id == desired.vpc_id);
+        if !wanted {
+            actions.push(EndpointAction::Delete {
+                id: e.id.clone(),
+                reason: format!("{} is no longer in spec.services", e.service_name),
+            });
+        }
+    }
+    actions
+}
+
+/// Deterministic and request-specific: a retried identical create returns the same endpoint;
+/// AWS allows 64 ASCII characters.
+pub fn client_token(owner: &Owner, req: &CreateEndpoint) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        &owner.uid,
+        &req.vpc_id,
+        &req.service_name,
+        &req.subnet_ids.join(","),
+        &req.group_ids.join(","),
+        &req.private_dns.to_string(),
+        &policy::hash(&serde_json::from_str(&req.policy).unwrap_or(Value::Null)),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("bpl-{}", &hex[..48])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::VpcFacts;
+    use crate::reconcile::validate::ServicePlacement;
+    use serde_json::json;
+
+    fn owner() -> Owner {
+        Owner {
+            uid: "0d5c6f9e-uid".into(),
+            name: "demo".into(),
+            namespace: "team-a".into(),
+        }
+    }
+
+    fn valid() -> Valid {
+        Valid {
+            region: "us-east-1".into(),
+            vpc: VpcFacts {
+                id: "vpc-1".into(),
+                ipv4_cidrs: vec!["10.0.0.0/16".into(), "10.1.0.0/16".into()],
+                ipv6_cidrs: vec![],
+                dns_support: true,
+                dns_hostnames: true,
+            },
+            placements: vec![ServicePlacement {
+                service: BedrockService::BedrockRuntime,
+                service_name: "com.amazonaws.us-east-1.bedrock-runtime".into(),
+                subnet_ids: ["subnet-a", "subnet-b"].map(String::from).into(),
+                azs: ["us-east-1a", "us-east-1b"].map(String::from).into(),
+            }],
+            skipped: vec![],
+            policy: policy::render(None, "us-east-1").unwrap(),
+            reduced_resilience: None,
+        }
+    }
+
+    fn spec() -> BedrockPrivateLinkSpec {
+        serde_json::from_str("{}").unwrap()
+    }
+
+    #[test]
+    fn default_group_admits_https_from_the_vpc_cidrs_only() {
+        let d = desired(&spec(), &valid(), &owner());
+        let g = d.group.unwrap();
+        let rules: Vec<String> = g.ingress.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            rules,
+            vec![
+                "tcp/443-443 from 10.0.0.0/16",
+                "tcp/443-443 from 10.1.0.0/16"
+            ]
+        );
+        assert_eq!(g.tags[TAG_OWNER_UID], "0d5c6f9e-uid");
+        assert_eq!(g.name, "bpl-0d5c6f9e-uid");
+    }
+
+    #[test]
+    fn group_plan_touches_only_differing_rules_and_drops_egress() {
+        let d = desired(&spec(), &valid(), &owner()).group.unwrap();
+        let observed = GroupFacts {
+            ingress: [
+                IpRule::https_from(RuleSource::Ipv4("10.0.0.0/16".into())),
+                IpRule::https_from(RuleSource::Ipv4("0.0.0.0/0".into())),
+            ]
+            .into(),
+            egress: [IpRule {
+                protocol: "-1".into(),
+                from_port: -1,
+                to_port: -1,
+                source: RuleSource::Ipv4("0.0.0.0/0".into()),
+            }]
+            .into(),
+            ..Default::default()
+        };
+        let p = plan_group(&d, &observed);
+        assert_eq!(
+            p.authorize,
+            vec![IpRule::https_from(RuleSource::Ipv4("10.1.0.0/16".into()))]
+        );
+        assert_eq!(
+            p.revoke_ingress,
+            vec![IpRule::https_from(RuleSource::Ipv4("0.0.0.0/0".into()))]
+        );
+        assert_eq!(p.revoke_egress.len(), 1);
+        let settled = GroupFacts {
+            ingress: d.ingress.clone(),
+            ..Default::default()
+        };
+        assert!(plan_group(&d, &settled).is_empty());
+    }
+
+    fn endpoint(id: &str, state: &str) -> EndpointFacts {
+        EndpointFacts {
+            id: id.into(),
+            service_name: "com.amazonaws.us-east-1.bedrock-runtime".into(),
+            vpc_id: "vpc-1".into(),
+            state: state.into(),
+            subnet_ids: ["subnet-a", "subnet-b"].map(String::from).into(),
+            group_ids: ["sg-1".to_string()].into(),
+            private_dns: true,
+            policy: Some(policy::render(None, "us-east-1").unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoint_plans_table() {
+        let d = desired(&spec(), &valid(), &owner());
+        let groups = vec!["sg-1".to_string()];
+        // Nothing yet: one create, with a deterministic token.
+        let a = plan_endpoints(&d, &[], &groups, &owner());
+        let b = plan_endpoints(&d, &[], &groups, &owner());
+        assert!(matches!(&a[..], [EndpointAction::Create(c)] if c.client_token.len() <= 64));
+        assert_eq!(a, b);
+        // In sync: nothing.
+        assert!(
+            plan_endpoints(&d, &[endpoint("vpce-1", "available")], &groups, &owner()).is_empty()
+        );
+        // Same policy written differently: nothing.
+        let mut reworded = endpoint("vpce-1", "Available");
+        reworded.policy = Some(
+            json!({"Statement":{"Effect":"Allow","Principal":{"AWS":"*"},"Resource":"*","Action":["bedrock:InvokeModelWithResponseStream","bedrock:InvokeModel"],"Sid":"BedrockInvoke"},"Version":"2012-10-17"}),
+        );
+        assert!(plan_endpoints(&d, &[reworded], &groups, &owner()).is_empty());
+        // Pending: wait, change nothing.
+        let mut pending = endpoint("vpce-1", "pending");
+        pending.private_dns = false;
+        assert!(matches!(
+            &plan_endpoints(&d, &[pending], &groups, &owner())[..],
+            [EndpointAction::Wait { .. }]
+        ));
+        // Drifted: minimal modify.
+        let mut drifted = endpoint("vpce-1", "available");
+        drifted.subnet_ids = ["subnet-a", "subnet-c"].map(String::from).into();
+        drifted.group_ids = ["sg-1", "sg-foreign"].map(String::from).into();
+        drifted.private_dns = false;
+        drifted.policy = Some(
+            json!({"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Principal":"*"}]}),
+        );
+        let plan = plan_endpoints(&d, &[drifted], &groups, &owner());
+        let EndpointAction::Modify(m) = &plan[0] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(m.add_subnets, vec!["subnet-b"]);
+        assert_eq!(m.remove_subnets, vec!["subnet-c"]);
+        assert_eq!(m.remove_groups, vec!["sg-foreign"]);
+        assert!(m.add_groups.is_empty());
+        assert_eq!(m.private_dns, Some(true));
+        assert!(m.policy.is_some());
+        // A service dropped from the spec, and a duplicate: deleted.
+        let mut agent = endpoint("vpce-9", "available");
+        agent.service_name = "com.amazonaws.us-east-1.bedrock-agent".into();
+        let plan = plan_endpoints(
+            &d,
+            &[
+                endpoint("vpce-1", "available"),
+                endpoint("vpce-2", "pending"),
+                agent,
+            ],
+            &groups,
+            &owner(),
+        );
+        let deleted: Vec<&str> = plan
+            .iter()
+            .filter_map(|a| match a {
+                EndpointAction::Delete { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, vec!["vpce-2", "vpce-9"]);
+        // Deleting ones are ignored: a new one is created.
+        assert!(matches!(
+            &plan_endpoints(&d, &[endpoint("vpce-1", "deleting")], &groups, &owner())[..],
+            [EndpointAction::Create(_)]
+        ));
+    }
+
+    #[test]
+    fn client_token_changes_with_the_request() {
+        let d = desired(&spec(), &valid(), &owner());
+        let EndpointAction::Create(a) =
+            plan_endpoints(&d, &[], &["sg-1".into()], &owner()).remove(0)
+        else {
+            panic!()
+        };
+        let EndpointAction::Create(b) =
+            plan_endpoints(&d, &[], &["sg-2".into()], &owner()).remove(0)
+        else {
+            panic!()
+        };
+        assert_ne!(a.client_token, b.client_token);
+    }
+}

@@ -1,0 +1,233 @@
+//! Status as a pure function of what happened; written only when it really changed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{BedrockPrivateLinkStatus, EndpointStatus};
+use crate::aws::EndpointFacts;
+use crate::catalog::BedrockService;
+
+pub const READY: &str = "Ready";
+pub const SECURITY_GROUP_READY: &str = "SecurityGroupReady";
+pub const ENDPOINTS_READY: &str = "EndpointsReady";
+pub const POLICY_APPLIED: &str = "PolicyApplied";
+pub const CONFIG_PUBLISHED: &str = "ConfigPublished";
+
+/// A condition before timestamps: what the reconcile concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Verdict {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds conditions, keeping lastTransitionTime unless the status flipped. Conditions of
+/// types not in `verdicts` are kept as they were.
+pub fn conditions(
+    previous: &[Condition],
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = previous
+        .iter()
+        .filter(|c| !verdicts.iter().any(|v| v.type_ == c.type_))
+        .cloned()
+        .collect();
+    for v in verdicts {
+        let status = if v.status { "True" } else { "False" }.to_string();
+        let since = previous
+            .iter()
+            .find(|c| c.type_ == v.type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        out.push(Condition {
+            type_: v.type_.to_string(),
+            status,
+            reason: v.reason.clone(),
+            message: truncate(&v.message, 32_000),
+            observed_generation: generation,
+            last_transition_time: since,
+        });
+    }
+    out.sort_by_key(|c| order(&c.type_));
+    out
+}
+
+fn order(t: &str) -> usize {
+    [
+        READY,
+        SECURITY_GROUP_READY,
+        ENDPOINTS_READY,
+        POLICY_APPLIED,
+        CONFIG_PUBLISHED,
+    ]
+    .iter()
+    .position(|x| *x == t)
+    .unwrap_or(99)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Whether writing `new` would change anything but timestamps.
+pub fn differs(old: Option<&BedrockPrivateLinkStatus>, new: &BedrockPrivateLinkStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &BedrockPrivateLinkStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(old) != strip(new)
+}
+
+pub fn ready_of(status: Option<&BedrockPrivateLinkStatus>) -> Option<&Condition> {
+    status?.conditions.iter().find(|c| c.type_ == READY)
+}
+
+pub fn endpoint_status(service: BedrockService, region: &str, e: &EndpointFacts) -> EndpointStatus {
+    let mut dns_names = e.dns_names.clone();
+    let private = service.private_dns_name(region);
+    dns_names.retain(|d| *d != private);
+    // Regional name first, then the zonal ones.
+    dns_names.sort_by_key(|d| (is_zonal(d), d.clone()));
+    let azs: Vec<String> = dns_names.iter().filter_map(|d| zonal_az(d)).collect();
+    EndpointStatus {
+        service: service.as_str().to_string(),
+        service_name: e.service_name.clone(),
+        vpc_endpoint_id: e.id.clone(),
+        state: e.state.clone(),
+        dns_names,
+        private_dns_name: e.private_dns.then_some(private),
+        subnet_ids: e.subnet_ids.iter().cloned().collect(),
+        availability_zones: azs,
+        network_interface_ids: e.network_interface_ids.clone(),
+    }
+}
+
+/// `vpce-0abc-x1y2-us-east-1a.bedrock-runtime...` is zonal; `vpce-0abc-x1y2.bedrock-runtime...` is not.
+fn zonal_az(dns: &str) -> Option<String> {
+    let first = dns.split('.').next()?;
+    let parts: Vec<&str> = first.split('-').collect();
+    // vpce, id, suffix, then region parts and zone letter
+    if parts.len() >= 6 && parts[0] == "vpce" {
+        Some(parts[3..].join("-"))
+    } else {
+        None
+    }
+}
+
+fn is_zonal(dns: &str) -> bool {
+    zonal_az(dns).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let first = conditions(
+            &[],
+            &[Verdict::new(READY, false, "EndpointPending", "waiting")],
+            Some(1),
+            ts(100),
+        );
+        let same = conditions(
+            &first,
+            &[Verdict::new(
+                READY,
+                false,
+                "EndpointPending",
+                "still waiting",
+            )],
+            Some(1),
+            ts(200),
+        );
+        assert_eq!(same[0].last_transition_time, Time(ts(100)));
+        assert_eq!(same[0].message, "still waiting");
+        let flipped = conditions(
+            &same,
+            &[Verdict::new(READY, true, "Ready", "ok")],
+            Some(2),
+            ts(300),
+        );
+        assert_eq!(flipped[0].last_transition_time, Time(ts(300)));
+        assert_eq!(flipped[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn differs_ignores_timestamps_only() {
+        let a = BedrockPrivateLinkStatus {
+            conditions: conditions(
+                &[],
+                &[Verdict::new(READY, true, "Ready", "ok")],
+                Some(1),
+                ts(1),
+            ),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.conditions[0].last_transition_time = Time(ts(999));
+        assert!(!differs(Some(&a), &b));
+        b.conditions[0].reason = "Other".into();
+        assert!(differs(Some(&a), &b));
+        assert!(differs(None, &a));
+    }
+
+    #[test]
+    fn endpoint_dns_names_are_ordered_regional_first() {
+        let e = EndpointFacts {
+            id: "vpce-0123".into(),
+            service_name: "com.amazonaws.us-east-1.bedrock-runtime".into(),
+            state: "available".into(),
+            private_dns: true,
+            dns_names: vec![
+                "vpce-0123-abcd1234-us-east-1a.bedrock-runtime.us-east-1.vpce.amazonaws.com".into(),
+                "bedrock-runtime.us-east-1.amazonaws.com".into(),
+                "vpce-0123-abcd1234.bedrock-runtime.us-east-1.vpce.amazonaws.com".into(),
+            ],
+            ..Default::default()
+        };
+        let s = endpoint_status(BedrockService::BedrockRuntime, "us-east-1", &e);
+        assert_eq!(
+            s.dns_names[0],
+            "vpce-0123-abcd1234.bedrock-runtime.us-east-1.vpce.amazonaws.com"
+        );
+        assert_eq!(s.availability_zones, vec!["us-east-1a"]);
+        assert_eq!(
+            s.private_dns_name.as_deref(),
+            Some("bedrock-runtime.us-east-1.amazonaws.com")
+        );
+    }
+}

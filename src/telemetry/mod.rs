@@ -1,0 +1,233 @@
+//! Logs, metrics and the small HTTP server for /healthz, /readyz and /metrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub mod http;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Ec2CallLabels {
+    pub operation: String,
+    /// ok, or the AWS error code (e.g. RequestLimitExceeded), or "transport".
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// ok, or the error category.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub ready: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Every HTTP attempt to EC2, including the SDK's retries.
+    pub ec2_attempts: Family<Ec2CallLabels, Counter>,
+    /// Calls as the operator made them (after the SDK's retries).
+    pub ec2_calls: Family<Ec2CallLabels, Counter>,
+    pub ec2_throttles: Family<OperationLabels, Counter>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub objects: Family<ReadyLabels, Gauge>,
+    ready_by_object: Mutex<HashMap<String, String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("bpl");
+        let ec2_attempts = Family::<Ec2CallLabels, Counter>::default();
+        let ec2_calls = Family::<Ec2CallLabels, Counter>::default();
+        let ec2_throttles = Family::<OperationLabels, Counter>::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let objects = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "ec2_attempts",
+            "EC2 HTTP attempts, including SDK retries",
+            ec2_attempts.clone(),
+        );
+        registry.register(
+            "ec2_calls",
+            "EC2 API calls by operation and final outcome",
+            ec2_calls.clone(),
+        );
+        registry.register(
+            "ec2_throttles",
+            "EC2 attempts refused with a throttling error",
+            ec2_throttles.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Reconciles by result (ok or error category)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "objects",
+            "BedrockPrivateLink objects by Ready status",
+            objects.clone(),
+        );
+        Self {
+            registry,
+            ec2_attempts,
+            ec2_calls,
+            ec2_throttles,
+            reconciles,
+            reconcile_duration,
+            objects,
+            ready_by_object: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_ec2_call(&self, operation: &str, outcome: &str) {
+        self.ec2_calls
+            .get_or_create(&Ec2CallLabels {
+                operation: operation.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn record_ec2_attempt(&self, operation: &str, outcome: &str) {
+        self.ec2_attempts
+            .get_or_create(&Ec2CallLabels {
+                operation: operation.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if is_throttle_code(outcome) {
+            self.ec2_throttles
+                .get_or_create(&OperationLabels {
+                    operation: operation.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn record_reconcile(&self, result: &str, seconds: f64) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// Tracks the Ready status of each object; `None` forgets a deleted object.
+    pub fn set_ready(&self, object: &str, ready: Option<&str>) {
+        let mut map = self.ready_by_object.lock().expect("metrics lock");
+        match ready {
+            Some(r) => {
+                map.insert(object.to_string(), r.to_string());
+            }
+            None => {
+                map.remove(object);
+            }
+        }
+        let mut counts: HashMap<&str, i64> =
+            HashMap::from([("True", 0), ("False", 0), ("Unknown", 0)]);
+        for v in map.values() {
+            *counts.entry(v.as_str()).or_default() += 1;
+        }
+        for (k, n) in counts {
+            self.objects
+                .get_or_create(&ReadyLabels {
+                    ready: k.to_string(),
+                })
+                .set(n);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode metrics");
+        out
+    }
+}
+
+pub fn is_throttle_code(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled"
+    )
+}
+
+/// Health as /readyz reports it.
+#[derive(Default)]
+pub struct Health {
+    pub synced: AtomicBool,
+    pub leading: AtomicBool,
+    pub needs_lease: AtomicBool,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+            && (!self.needs_lease.load(Ordering::Relaxed) || self.leading.load(Ordering::Relaxed))
+    }
+}
+
+/// Structured logs: text for people, json for log pipelines. Never logs credentials.
+pub fn init_logging(format: &str, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_are_counted_separately_and_encoded() {
+        let m = Metrics::default();
+        m.record_ec2_attempt("CreateVpcEndpoint", "RequestLimitExceeded");
+        m.record_ec2_attempt("CreateVpcEndpoint", "ok");
+        m.record_ec2_call("CreateVpcEndpoint", "ok");
+        m.set_ready("ns/a", Some("True"));
+        m.set_ready("ns/b", Some("False"));
+        m.set_ready("ns/b", None);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"bpl_ec2_throttles_total{operation="CreateVpcEndpoint"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bpl_ec2_calls_total{operation="CreateVpcEndpoint",outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"bpl_objects{ready="True"} 1"#), "{text}");
+        assert!(text.contains(r#"bpl_objects{ready="False"} 0"#), "{text}");
+    }
+}
