@@ -17,16 +17,26 @@ K8S_VERSION="${RIG_K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${RIG_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${RIG_HELM_VERSION:-v3.21.4}"
 
+log() { printf '[rig build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
 for d in /usr/local/go/bin "$HOME/go/bin" "$HOME/.local/go/bin"; do
   [[ -x "$d/go" ]] && PATH="$d:$PATH"
 done
 export PATH
 command -v go >/dev/null || { echo "rig build: Go toolchain not found (need Go >= 1.26)" >&2; exit 1; }
 
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod GOWORK=off
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
+# Kubernetes 1.36 needs Go >= 1.26. An older local Go (>= 1.21) may fetch the toolchain module from
+# the Go module proxy; otherwise stay on the local toolchain.
+gov=$(go env GOVERSION 2>/dev/null || echo go0); gov=${gov#go}
+if [[ "$(printf '%s\n' "$gov" 1.26 | sort -V | head -1)" == 1.26 ]]; then
+  export GOTOOLCHAIN=local
+else
+  log "local Go $gov < 1.26: letting go fetch the go.mod toolchain"
+  export GOTOOLCHAIN=auto
+fi
 mkdir -p "$BIN" "$SRC"
 
-log() { printf '[rig build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 # up_to_date NAME VERSION -> 0 if $BIN/NAME exists and its stamp says VERSION
 up_to_date() {
