@@ -208,6 +208,18 @@ pub struct WorkloadConfig {
         pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub config_map_name: Option<String>,
+    /// Also publish a copy of the ConfigMap into these namespaces (e.g. teams sharing this
+    /// VPC's private-DNS endpoint). Copies are removed when no longer selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 100),
+        inner(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    pub namespaces: Option<Vec<String>>,
+    /// Also publish into every namespace carrying all of these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 10))]
+    pub namespace_selector: Option<BTreeMap<String, String>>,
 }
 
 /// Observed state, written by the operator.
@@ -235,6 +247,9 @@ pub struct BedrockPrivateLinkStatus {
     pub skipped_subnets: Vec<SkippedSubnet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_name: Option<String>,
+    /// Namespaces that hold a copy of the ConfigMap besides the object's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_namespaces: Vec<String>,
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]

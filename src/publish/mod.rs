@@ -10,6 +10,16 @@ use crate::api::{BedrockPrivateLink, EndpointStatus};
 use crate::catalog::BedrockService;
 
 pub const MANAGED_BY: &str = "bedrock-privatelink-operator";
+pub const OWNER_UID_LABEL: &str = "bedrock.privatelink.io/owner-uid";
+
+/// `k=v,k2=v2` for a label selector.
+pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The data a workload gets with `envFrom: [{configMapRef: {name: ...}}]`.
 pub fn config_data(region: &str, endpoints: &[EndpointStatus]) -> BTreeMap<String, String> {

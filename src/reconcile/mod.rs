@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -25,11 +25,13 @@ use crate::aws::{
 use crate::publish;
 use crate::telemetry::Metrics;
 
+pub mod cache;
 pub mod observe;
 pub mod plan;
 pub mod status;
 pub mod validate;
 
+use cache::TtlCache;
 use plan::{EndpointAction, Owner};
 use status::{
     CONFIG_PUBLISHED, ENDPOINTS_READY, POLICY_APPLIED, READY, SECURITY_GROUP_READY, Verdict,
@@ -90,6 +92,35 @@ impl Default for Config {
 
 type Cached<K, V> = Mutex<Option<(Instant, K, V)>>;
 
+/// Shared EC2 answers used by steady-state reconciles (see cache.rs). A reconcile after a
+/// spec change, or one that changes AWS, always reads fresh.
+pub struct Caches {
+    pub vpcs: TtlCache<(String, bool), Option<VpcFacts>>,
+    pub subnets: TtlCache<String, Vec<crate::aws::SubnetFacts>>,
+    /// Every endpoint in a VPC, ours and others'.
+    pub endpoints: TtlCache<String, Vec<EndpointFacts>>,
+    /// Every group we own in a VPC.
+    pub groups: TtlCache<String, Vec<GroupFacts>>,
+}
+
+impl Caches {
+    fn new(config: &Config) -> Self {
+        // Drift is still found within resync + ttl.
+        let ttl = (config.resync / 5).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        Self {
+            vpcs: TtlCache::new(ttl),
+            subnets: TtlCache::new(ttl),
+            endpoints: TtlCache::new(ttl),
+            groups: TtlCache::new(ttl),
+        }
+    }
+
+    async fn forget_vpc(&self, vpc_id: &str) {
+        self.endpoints.invalidate(&vpc_id.to_string()).await;
+        self.groups.invalidate(&vpc_id.to_string()).await;
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub ec2: Ec2,
@@ -99,12 +130,13 @@ pub struct Context {
     pub config_maps: Option<Store<ConfigMap>>,
     network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
     service_cache: Mutex<Option<(Instant, BTreeMap<String, ServiceFacts>)>>,
-    vpc_cache: Mutex<HashMap<(String, bool), (Instant, Option<VpcFacts>)>>,
+    pub caches: Caches,
     failures: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     pub fn new(client: Client, ec2: Ec2, metrics: Arc<Metrics>, config: Config) -> Self {
+        let config_for_caches = config.clone();
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -118,7 +150,7 @@ impl Context {
             config_maps: None,
             network_cache: Mutex::default(),
             service_cache: Mutex::default(),
-            vpc_cache: Mutex::default(),
+            caches: Caches::new(&config_for_caches),
             failures: Default::default(),
         }
     }
@@ -141,27 +173,6 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, "could not publish event");
         }
-    }
-
-    /// VPC facts change rarely and are shared by every object in the VPC: cache them briefly.
-    async fn vpc_facts(&self, vpc_id: &str, dns: bool) -> Result<Option<VpcFacts>, Error> {
-        let key = (vpc_id.to_string(), dns);
-        let ttl = self.config.resync.min(Duration::from_secs(60));
-        if let Some((at, v)) = self.vpc_cache.lock().await.get(&key)
-            && at.elapsed() < ttl
-        {
-            return Ok(v.clone());
-        }
-        let v = self
-            .ec2
-            .describe_vpc(vpc_id, dns)
-            .await
-            .map_err(Error::Aws)?;
-        self.vpc_cache
-            .lock()
-            .await
-            .insert(key, (Instant::now(), v.clone()));
-        Ok(v)
     }
 
     fn backoff(&self, key: &str) -> Duration {
@@ -438,15 +449,15 @@ async fn converge(
     };
     out.vpc_id = Some(vpc_id.clone());
 
+    // A resync of an object that is Ready at its current generation only checks for drift: it
+    // may use answers shared with the other objects of its VPC.
+    let steady = is_steady(obj);
     let mut observed = ctx
-        .observe_cached(spec, &vpc_id, &network.subnet_ids)
+        .observe_vpc(spec, &vpc_id, &network.subnet_ids, steady)
         .await?;
     // One describe serves both: our endpoints in this VPC and anyone else's that could clash.
     let in_vpc = if observed.vpc.is_some() {
-        ctx.ec2
-            .describe_endpoints(vec![filter("vpc-id", [vpc_id.as_str()])])
-            .await
-            .map_err(Error::Aws)?
+        ctx.endpoints_in_vpc(&vpc_id, steady).await?
     } else {
         Vec::new()
     };
@@ -460,14 +471,7 @@ async fn converge(
     let desired = plan::desired(spec, &valid, &owner);
 
     // Security group first: endpoints need its id.
-    let owned_groups = ctx
-        .ec2
-        .describe_security_groups(vec![filter(
-            &format!("tag:{TAG_OWNER_UID}"),
-            [owner.uid.as_str()],
-        )])
-        .await
-        .map_err(Error::Aws)?;
+    let owned_groups = ctx.owned_groups(&owner.uid, &vpc_id, steady).await?;
     let (group_ids, group_verdict) = match &desired.group {
         Some(dg) => {
             let id = ensure_group(obj, ctx, dg, &owned_groups).await?;
@@ -571,6 +575,12 @@ async fn converge(
             }
             EndpointAction::Wait { .. } => {}
         }
+    }
+    if !actions
+        .iter()
+        .all(|a| matches!(a, EndpointAction::Wait { .. }))
+    {
+        ctx.caches.forget_vpc(&vpc_id).await;
     }
     if changed {
         owned = ctx.owned_endpoints(&owner.uid).await?;
@@ -777,17 +787,94 @@ async fn converge(
     })
 }
 
+/// Ready at the generation it was last reconciled at: a resync, not a change.
+fn is_steady(obj: &BedrockPrivateLink) -> bool {
+    let Some(status) = obj.status.as_ref() else {
+        return false;
+    };
+    status.observed_generation == obj.metadata.generation
+        && status::ready_of(Some(status)).is_some_and(|c| c.status == "True")
+}
+
 impl Context {
-    async fn observe_cached(
+    async fn observe_vpc(
         &self,
         spec: &crate::api::BedrockPrivateLinkSpec,
         vpc_id: &str,
         node_subnets: &BTreeSet<String>,
+        steady: bool,
     ) -> Result<validate::Observed, Error> {
-        let vpc = self.vpc_facts(vpc_id, spec.private_dns).await?;
-        let mut obs = self.observe(spec, vpc_id, node_subnets, vpc).await?;
+        let key = (vpc_id.to_string(), spec.private_dns);
+        let fetch = || async {
+            self.ec2
+                .describe_vpc(vpc_id, spec.private_dns)
+                .await
+                .map_err(Error::Aws)
+        };
+        let vpc = if steady {
+            self.caches.vpcs.get_or_fetch(&key, fetch).await?
+        } else {
+            let v = fetch().await?;
+            self.caches.vpcs.put(key, v.clone()).await;
+            v
+        };
+        let mut obs = self
+            .observe(spec, vpc_id, node_subnets, vpc, steady)
+            .await?;
         obs.vpc_id = vpc_id.to_string();
         Ok(obs)
+    }
+
+    async fn endpoints_in_vpc(
+        &self,
+        vpc_id: &str,
+        steady: bool,
+    ) -> Result<Vec<EndpointFacts>, Error> {
+        let fetch = || async {
+            self.ec2
+                .describe_endpoints(vec![filter("vpc-id", [vpc_id])])
+                .await
+                .map_err(Error::Aws)
+        };
+        if steady {
+            self.caches
+                .endpoints
+                .get_or_fetch(&vpc_id.to_string(), fetch)
+                .await
+        } else {
+            fetch().await
+        }
+    }
+
+    async fn owned_groups(
+        &self,
+        uid: &str,
+        vpc_id: &str,
+        steady: bool,
+    ) -> Result<Vec<GroupFacts>, Error> {
+        if steady {
+            let all = self
+                .caches
+                .groups
+                .get_or_fetch(&vpc_id.to_string(), || async {
+                    self.ec2
+                        .describe_security_groups(vec![
+                            filter("vpc-id", [vpc_id]),
+                            filter("tag-key", [TAG_OWNER_UID]),
+                        ])
+                        .await
+                        .map_err(Error::Aws)
+                })
+                .await?;
+            return Ok(all
+                .into_iter()
+                .filter(|g| g.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid))
+                .collect());
+        }
+        self.ec2
+            .describe_security_groups(vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])])
+            .await
+            .map_err(Error::Aws)
     }
 }
 
@@ -850,6 +937,9 @@ async fn ensure_group(
         }
     };
     let p = plan::plan_group(dg, &current);
+    if owned.is_empty() || !p.is_empty() {
+        ctx.caches.forget_vpc(&dg.vpc_id).await;
+    }
     if !p.authorize.is_empty() {
         ctx.ec2
             .authorize_ingress(&current.id, &p.authorize)
@@ -906,32 +996,115 @@ async fn ensure_group(
     Ok(current.id)
 }
 
+/// Publishes the ConfigMap into the object's namespace and the selected others; removes copies
+/// from namespaces no longer selected. Returns the other namespaces that hold a copy.
 async fn publish_config(
     obj: &BedrockPrivateLink,
     ctx: &Context,
     data: &BTreeMap<String, String>,
-) -> Result<(), Error> {
-    let ns = obj.namespace().unwrap_or_default();
+) -> Result<Vec<String>, Error> {
+    let own = obj.namespace().unwrap_or_default();
     let name = obj.config_map_name();
-    if let Some(store) = &ctx.config_maps {
-        let key = reflector::ObjectRef::new(&name).within(&ns);
-        if store
-            .get(&key)
-            .is_some_and(|cm| cm.data.as_ref() == Some(data))
-        {
-            return Ok(());
+    let mut targets: BTreeSet<String> = BTreeSet::from([own.clone()]);
+    if let Some(wc) = &obj.spec.workload_config {
+        targets.extend(wc.namespaces.iter().flatten().cloned());
+        if let Some(sel) = wc.namespace_selector.as_ref().filter(|s| !s.is_empty()) {
+            let nss: Api<Namespace> = Api::all(ctx.client.clone());
+            let list = nss
+                .list_metadata(&ListParams::default().labels(&publish::label_selector(sel)))
+                .await
+                .map_err(Error::Kube)?;
+            targets.extend(list.items.into_iter().filter_map(|n| n.metadata.name));
         }
     }
-    let cm = publish::config_map(obj, &ns, data.clone());
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .map_err(Error::Kube)?;
-    Ok(())
+    let mut published = Vec::new();
+    for ns in &targets {
+        if let Some(store) = &ctx.config_maps {
+            let key = reflector::ObjectRef::new(&name).within(ns);
+            if store
+                .get(&key)
+                .is_some_and(|cm| cm.data.as_ref() == Some(data))
+            {
+                published.push(ns.clone());
+                continue;
+            }
+        }
+        let cm = publish::config_map(obj, ns, data.clone());
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await
+        {
+            Ok(_) => published.push(ns.clone()),
+            // A named namespace that does not exist (yet): nothing to publish into.
+            Err(kube::Error::Api(s)) if s.code == 404 && *ns != own => {
+                tracing::info!(namespace = %ns, "not publishing into a namespace that does not exist");
+            }
+            Err(e) => return Err(Error::Kube(e)),
+        }
+    }
+    for (ns, cm_name) in published_copies(obj, ctx).await? {
+        if !targets.contains(&ns) {
+            delete_config_map_in(ctx, &ns, &cm_name).await?;
+            ctx.event(
+                obj,
+                EventType::Normal,
+                "ConfigUnpublished",
+                "Delete",
+                format!("removed ConfigMap {cm_name} from namespace {ns}"),
+            )
+            .await;
+        }
+    }
+    Ok(published.into_iter().filter(|n| *n != own).collect())
+}
+
+/// (namespace, name) of every ConfigMap this object published.
+async fn published_copies(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+) -> Result<Vec<(String, String)>, Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let found: Vec<(String, String)> = match &ctx.config_maps {
+        Some(store) => store
+            .state()
+            .iter()
+            .filter(|cm| cm.labels().get(publish::OWNER_UID_LABEL) == Some(&uid))
+            .map(|cm| (cm.namespace().unwrap_or_default(), cm.name_any()))
+            .collect(),
+        None => {
+            let api: Api<ConfigMap> = Api::all(ctx.client.clone());
+            let list = api
+                .list_metadata(
+                    &ListParams::default().labels(&format!("{}={uid}", publish::OWNER_UID_LABEL)),
+                )
+                .await
+                .map_err(Error::Kube)?;
+            list.items
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.metadata.namespace.unwrap_or_default(),
+                        m.metadata.name.unwrap_or_default(),
+                    )
+                })
+                .collect()
+        }
+    };
+    Ok(found)
+}
+
+async fn delete_config_map_in(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
 }
 
 async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
@@ -1027,17 +1200,18 @@ async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, 
 }
 
 async fn delete_config_map(obj: &BedrockPrivateLink, ctx: &Context) -> Result<(), Error> {
-    // Owner references would do this with a garbage collector; do it explicitly so nothing lingers.
-    let api: Api<ConfigMap> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    match api
-        .delete(&obj.config_map_name(), &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(Error::Kube(e)),
+    // Owner references would do this with a garbage collector, and cannot cross namespaces;
+    // delete explicitly so nothing lingers.
+    delete_config_map_in(
+        ctx,
+        &obj.namespace().unwrap_or_default(),
+        &obj.config_map_name(),
+    )
+    .await?;
+    for (ns, name) in published_copies(obj, ctx).await? {
+        delete_config_map_in(ctx, &ns, &name).await?;
     }
+    Ok(())
 }
 
 /// Runs the controller until `shutdown` resolves.

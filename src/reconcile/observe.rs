@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use super::validate::{Observed, SubnetSource};
 use super::{Context, Error};
 use crate::api::BedrockPrivateLinkSpec;
-use crate::aws::{EndpointFacts, ServiceFacts, TAG_OWNER_UID, VpcFacts, filter};
+use crate::aws::{EndpointFacts, ServiceFacts, SubnetFacts, TAG_OWNER_UID, VpcFacts, filter};
 use crate::catalog::BedrockService;
 
 /// The cluster's network as seen from its Nodes.
@@ -116,24 +116,17 @@ impl Context {
         vpc_id: &str,
         node_subnets: &BTreeSet<String>,
         vpc: Option<VpcFacts>,
+        steady: bool,
     ) -> Result<Observed, Error> {
         let (source, subnets) = match spec.subnets.as_ref() {
             Some(s) if s.ids.is_some() => {
                 let ids = s.ids.clone().unwrap_or_default();
-                let found = self
-                    .ec2
-                    .describe_subnets(&ids, None, &BTreeMap::new())
-                    .await
-                    .map_err(Error::Aws)?;
+                let found = self.subnets(&ids, None, &BTreeMap::new(), steady).await?;
                 (SubnetSource::Explicit(ids), found)
             }
             Some(s) if s.selector.is_some() => {
                 let tags = s.selector.clone().unwrap_or_default();
-                let found = self
-                    .ec2
-                    .describe_subnets(&[], Some(vpc_id), &tags)
-                    .await
-                    .map_err(Error::Aws)?;
+                let found = self.subnets(&[], Some(vpc_id), &tags, steady).await?;
                 (SubnetSource::Selector(tags), found)
             }
             _ => {
@@ -141,10 +134,8 @@ impl Context {
                 let found = if ids.is_empty() {
                     Vec::new()
                 } else {
-                    self.ec2
-                        .describe_subnets(&ids, Some(vpc_id), &BTreeMap::new())
-                        .await
-                        .map_err(Error::Aws)?
+                    self.subnets(&ids, Some(vpc_id), &BTreeMap::new(), steady)
+                        .await?
                 };
                 (SubnetSource::Nodes, found)
             }
@@ -174,19 +165,24 @@ impl Context {
         })
     }
 
-    /// Endpoints in the VPC for these services, ours and others'.
-    pub async fn endpoints_in_vpc(
+    async fn subnets(
         &self,
-        vpc_id: &str,
-        service_names: &[String],
-    ) -> Result<Vec<EndpointFacts>, Error> {
-        self.ec2
-            .describe_endpoints(vec![
-                filter("vpc-id", [vpc_id]),
-                filter("service-name", service_names.iter().map(String::as_str)),
-            ])
-            .await
-            .map_err(Error::Aws)
+        ids: &[String],
+        vpc_id: Option<&str>,
+        tags: &BTreeMap<String, String>,
+        steady: bool,
+    ) -> Result<Vec<SubnetFacts>, Error> {
+        let fetch = || async {
+            self.ec2
+                .describe_subnets(ids, vpc_id, tags)
+                .await
+                .map_err(Error::Aws)
+        };
+        if !steady {
+            return fetch().await;
+        }
+        let key = format!("{ids:?}|{vpc_id:?}|{tags:?}");
+        self.caches.subnets.get_or_fetch(&key, fetch).await
     }
 
     pub async fn owned_endpoints(&self, uid: &str) -> Result<Vec<EndpointFacts>, Error> {

@@ -189,7 +189,11 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
     let mut thin = Vec::new();
     for service in &spec.services {
         let service_name = service.service_name(&region);
-        let Some(facts) = obs.services.get(&service_name) else {
+        let Some(facts) = obs
+            .services
+            .get(&service_name)
+            .filter(|f| !f.azs.is_empty())
+        else {
             return Err(invalid(
                 "ServiceNotAvailable",
                 format!(

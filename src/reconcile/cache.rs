@@ -1,0 +1,102 @@
+//! Short-lived shared answers from EC2, so the steady state (resyncs with nothing to change)
+//! costs a handful of describes per VPC instead of several per object.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+/// Entries expire after `ttl`; expired entries are dropped on every insert, so the map holds
+/// at most the keys used within one ttl (a few VPCs and subnet queries).
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The cached value, or `fetch`'s. The lock is held while fetching, so concurrent
+    /// reconciles of one VPC share a single describe instead of racing to make one each.
+    pub async fn get_or_fetch<E, F, Fut>(&self, key: &K, fetch: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let mut entries = self.entries.lock().await;
+        if let Some((at, v)) = entries.get(key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(v.clone());
+        }
+        let v = fetch().await?;
+        let ttl = self.ttl;
+        entries.retain(|_, (at, _)| at.elapsed() < ttl);
+        entries.insert(key.clone(), (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    pub async fn put(&self, key: K, v: V) {
+        let ttl = self.ttl;
+        let mut entries = self.entries.lock().await;
+        entries.retain(|_, (at, _)| at.elapsed() < ttl);
+        entries.insert(key, (Instant::now(), v));
+    }
+
+    pub async fn invalidate(&self, key: &K) {
+        self.entries.lock().await.remove(key);
+    }
+
+    /// How many entries are held (expired ones included until the next insert).
+    pub async fn entry_count(&self) -> usize {
+        self.entries.lock().await.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn fetches_once_per_ttl_and_forgets_expired_keys() {
+        let cache: TtlCache<String, u32> = TtlCache::new(Duration::from_millis(50));
+        let calls = AtomicU32::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(7)
+        };
+        assert_eq!(cache.get_or_fetch(&"a".to_string(), fetch).await, Ok(7));
+        assert_eq!(cache.get_or_fetch(&"a".to_string(), fetch).await, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        cache.put("b".into(), 1).await;
+        assert_eq!(cache.entry_count().await, 1, "expired key a was dropped");
+        assert_eq!(cache.get_or_fetch(&"a".to_string(), fetch).await, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        cache.invalidate(&"a".to_string()).await;
+        assert_eq!(cache.get_or_fetch(&"a".to_string(), fetch).await, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached() {
+        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(60));
+        assert_eq!(
+            cache
+                .get_or_fetch(&1, || async { Err::<u8, &str>("boom") })
+                .await,
+            Err("boom")
+        );
+        assert_eq!(
+            cache.get_or_fetch(&1, || async { Ok::<u8, &str>(2) }).await,
+            Ok(2)
+        );
+    }
+}
