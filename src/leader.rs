@@ -32,7 +32,7 @@ pub async fn run_with_lease(
         .with_grace((duration / 3).max(1))
         .build()
         .await?;
-    let (mut leading, _task) = manager.watch().await;
+    let (mut leading, task) = manager.watch().await;
     tracing::info!(%identity, lease = %args.lease_name, namespace = %args.lease_namespace, "waiting for the lease");
     let mut shutdown = Box::pin(shutdown);
     loop {
@@ -65,9 +65,15 @@ pub async fn run_with_lease(
         tokio::time::sleep(Duration::from_millis(100)).await;
         return Err("lost the leader lease".into());
     }
-    // Dropping the receivers releases the lease for the next replica.
+    // Dropping the receivers makes the manager's task release the Lease (a get and a patch);
+    // wait for it, bounded, so the next replica takes over at once instead of after expiry.
     drop(leading);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the lease"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the lease"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed"),
+        Err(_) => tracing::warn!("releasing the lease timed out; it expires on its own"),
+    }
     Ok(())
 }
 

@@ -1268,10 +1268,19 @@ pub async fn run(
         );
     }
     tokio::spawn(async move {
+        // Store::wait_until_ready wakes only the task that polled it last (a oneshot inside), and
+        // the Controller waits on the same stores: poll again until ready, or /readyz stays 503.
+        let tick = Duration::from_millis(200);
         for s in &stores {
-            let _ = s.wait_until_ready().await;
+            while tokio::time::timeout(tick, s.wait_until_ready())
+                .await
+                .is_err()
+            {}
         }
-        let _ = cm_store.wait_until_ready().await;
+        while tokio::time::timeout(tick, cm_store.wait_until_ready())
+            .await
+            .is_err()
+        {}
         on_synced();
     });
     futures::future::join_all(streams).await;
