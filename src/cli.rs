@@ -114,7 +114,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let client = kube::Client::try_default().await?;
+    // The default client stack plus a layer that counts requests (bpl_kube_requests_total).
+    let client = kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?
+        .with_layer(&telemetry::kube_requests::CountRequestsLayer(
+            metrics.clone(),
+        ))
+        .build();
     let ec2 = Ec2::connect(
         Ec2Options {
             region: args.region.clone(),

@@ -73,6 +73,7 @@ pub fn config_map(
                     "bedrock.privatelink.io/owner-namespace".to_string(),
                     obj.namespace().unwrap_or_default(),
                 ),
+                (OWNER_UID_LABEL.to_string(), obj.uid().unwrap_or_default()),
             ])),
             // Owner references cannot cross namespaces; copies elsewhere are tracked by label.
             owner_references: same_namespace.then(|| vec![owner]),

@@ -101,6 +101,8 @@ pub struct Caches {
     pub endpoints: TtlCache<String, Vec<EndpointFacts>>,
     /// Every group we own in a VPC.
     pub groups: TtlCache<String, Vec<GroupFacts>>,
+    /// The region's Bedrock endpoint services and their zones (shared by every reconcile).
+    pub services: TtlCache<String, BTreeMap<String, ServiceFacts>>,
 }
 
 impl Caches {
@@ -112,6 +114,7 @@ impl Caches {
             subnets: TtlCache::new(ttl),
             endpoints: TtlCache::new(ttl),
             groups: TtlCache::new(ttl),
+            services: TtlCache::new(ttl),
         }
     }
 
@@ -129,7 +132,6 @@ pub struct Context {
     pub config: Config,
     pub config_maps: Option<Store<ConfigMap>>,
     network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
-    service_cache: Mutex<Option<(Instant, BTreeMap<String, ServiceFacts>)>>,
     pub caches: Caches,
     failures: std::sync::Mutex<HashMap<String, u32>>,
 }
@@ -149,7 +151,6 @@ impl Context {
             config,
             config_maps: None,
             network_cache: Mutex::default(),
-            service_cache: Mutex::default(),
             caches: Caches::new(&config_for_caches),
             failures: Default::default(),
         }
@@ -510,7 +511,21 @@ async fn converge(
     for action in &actions {
         match action {
             EndpointAction::Create(req) => {
-                let created = ctx.ec2.create_endpoint(req).await.map_err(Error::Aws)?;
+                let mut req = req.clone();
+                let mut created = ctx.ec2.create_endpoint(&req).await.map_err(Error::Aws)?;
+                // The token still names an endpoint that is gone (deleted out of band, say):
+                // follow the token chain to a live one.
+                for _ in 0..16 {
+                    let dead = created.is_deleted_or_deleting()
+                        || owned
+                            .iter()
+                            .any(|e| e.id == created.id && e.is_deleted_or_deleting());
+                    if !dead {
+                        break;
+                    }
+                    req.client_token = plan::successor_token(&req.client_token, &created.id);
+                    created = ctx.ec2.create_endpoint(&req).await.map_err(Error::Aws)?;
+                }
                 tracing::info!(endpoint = %created.id, service = %req.service_name, "created endpoint");
                 ctx.event(
                     obj,
@@ -706,16 +721,21 @@ async fn converge(
     } else {
         let data = publish::config_data(&region, &out.endpoints);
         let name = obj.config_map_name();
-        publish_config(obj, ctx, &data)
+        out.published_namespaces = publish_config(obj, ctx, &data)
             .await
             .map_err(Failure::Transient)?;
         out.config_map_name = Some(name.clone());
+        let copies = if out.published_namespaces.is_empty() {
+            String::new()
+        } else {
+            format!(" (copies in {})", out.published_namespaces.join(", "))
+        };
         Verdict::new(
             CONFIG_PUBLISHED,
             true,
             "Published",
             format!(
-                "ConfigMap {name} holds {} keys; use it with envFrom",
+                "ConfigMap {name} holds {} keys{copies}; use it with envFrom",
                 data.len()
             ),
         )

@@ -1,7 +1,7 @@
 //! Reading the world: Kubernetes Nodes and EC2 describes. No decisions here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -25,8 +25,6 @@ pub fn instance_id(provider_id: &str) -> Option<&str> {
     let rest = provider_id.strip_prefix("aws://")?;
     rest.rsplit('/').next().filter(|id| id.starts_with("i-"))
 }
-
-const SERVICE_CACHE_TTL: Duration = Duration::from_secs(600);
 
 impl Context {
     /// Cluster VPC and node subnets, from the Nodes' provider ids (cached for a resync period).
@@ -78,35 +76,22 @@ impl Context {
     }
 
     /// The endpoint services of this region, cached: the catalog changes rarely.
-    pub async fn services(
-        &self,
-        wanted: &[BedrockService],
-    ) -> Result<BTreeMap<String, ServiceFacts>, Error> {
-        let region = &self.ec2.region;
-        let mut cache = self.service_cache.lock().await;
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < SERVICE_CACHE_TTL);
-        let known = cache.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
-        let missing: Vec<String> = wanted
-            .iter()
-            .map(|s| s.service_name(region))
-            .filter(|n| !known.contains_key(n))
-            .collect();
-        if fresh && missing.is_empty() {
-            return Ok(known);
-        }
-        let all: Vec<String> = BedrockService::ALL
-            .iter()
-            .map(|s| s.service_name(region))
-            .collect();
-        let facts = self.ec2.describe_services(&all).await.map_err(Error::Aws)?;
-        let map: BTreeMap<String, ServiceFacts> = facts
-            .into_iter()
-            .map(|f| (f.service_name.clone(), f))
-            .collect();
-        *cache = Some((Instant::now(), map.clone()));
-        Ok(map)
+    pub async fn services(&self) -> Result<BTreeMap<String, ServiceFacts>, Error> {
+        let region = self.ec2.region.clone();
+        self.caches
+            .services
+            .get_or_fetch(&region, || async {
+                let all: Vec<String> = BedrockService::ALL
+                    .iter()
+                    .map(|s| s.service_name(&region))
+                    .collect();
+                let facts = self.ec2.describe_services(&all).await.map_err(Error::Aws)?;
+                Ok(facts
+                    .into_iter()
+                    .map(|f| (f.service_name.clone(), f))
+                    .collect())
+            })
+            .await
     }
 
     /// Everything validation needs, for a resolved VPC.
@@ -140,7 +125,7 @@ impl Context {
                 (SubnetSource::Nodes, found)
             }
         };
-        let services = self.services(&spec.services).await?;
+        let services = self.services().await?;
         let existing_groups = match spec
             .security_group
             .as_ref()

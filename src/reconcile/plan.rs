@@ -303,6 +303,19 @@ pub fn client_token(owner: &Owner, req: &CreateEndpoint) -> String {
     format!("bpl-{}", &hex[..48])
 }
 
+/// The token to use when `token` answers with an endpoint that is already deleted or deleting
+/// (AWS keeps a ClientToken bound to its endpoint after the endpoint is gone, so recreating an
+/// endpoint deleted out of band with the same request would get the dead one back forever).
+/// Chained and deterministic: after a crash the same chain leads to the same new endpoint.
+pub fn successor_token(token: &str, dead_endpoint_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(token.as_bytes());
+    h.update([0]);
+    h.update(dead_endpoint_id.as_bytes());
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("bpl-{}", &hex[..48])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,5 +508,10 @@ mod tests {
             panic!()
         };
         assert_ne!(a.client_token, b.client_token);
+        let next = successor_token(&a.client_token, "vpce-0123");
+        assert_eq!(next, successor_token(&a.client_token, "vpce-0123"));
+        assert_ne!(next, a.client_token);
+        assert_ne!(next, successor_token(&a.client_token, "vpce-0456"));
+        assert!(next.len() <= 64);
     }
 }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub mod http;
+pub mod kube_requests;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Ec2CallLabels {
@@ -23,6 +24,14 @@ pub struct Ec2CallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
     pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    /// get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// e.g. configmaps, bedrockprivatelinks/status.
+    pub resource: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +52,8 @@ pub struct Metrics {
     /// Calls as the operator made them (after the SDK's retries).
     pub ec2_calls: Family<Ec2CallLabels, Counter>,
     pub ec2_throttles: Family<OperationLabels, Counter>,
+    /// Every request the kube Client sent to the API server (watches count once, when opened).
+    pub kube_requests: Family<KubeRequestLabels, Counter>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub objects: Family<ReadyLabels, Gauge>,
@@ -55,6 +66,7 @@ impl Default for Metrics {
         let ec2_attempts = Family::<Ec2CallLabels, Counter>::default();
         let ec2_calls = Family::<Ec2CallLabels, Counter>::default();
         let ec2_throttles = Family::<OperationLabels, Counter>::default();
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let objects = Family::<ReadyLabels, Gauge>::default();
@@ -72,6 +84,11 @@ impl Default for Metrics {
             "ec2_throttles",
             "EC2 attempts refused with a throttling error",
             ec2_throttles.clone(),
+        );
+        registry.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes API server by verb and resource",
+            kube_requests.clone(),
         );
         registry.register(
             "reconciles",
@@ -93,6 +110,7 @@ impl Default for Metrics {
             ec2_attempts,
             ec2_calls,
             ec2_throttles,
+            kube_requests,
             reconciles,
             reconcile_duration,
             objects,
@@ -125,6 +143,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn record_kube_request(&self, verb: &str, resource: &str) {
+        self.kube_requests
+            .get_or_create(&KubeRequestLabels {
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+            })
+            .inc();
     }
 
     pub fn record_reconcile(&self, result: &str, seconds: f64) {
@@ -215,6 +242,7 @@ mod tests {
         m.record_ec2_attempt("CreateVpcEndpoint", "RequestLimitExceeded");
         m.record_ec2_attempt("CreateVpcEndpoint", "ok");
         m.record_ec2_call("CreateVpcEndpoint", "ok");
+        m.record_kube_request("patch", "bedrockprivatelinks/status");
         m.set_ready("ns/a", Some("True"));
         m.set_ready("ns/b", Some("False"));
         m.set_ready("ns/b", None);
@@ -225,6 +253,12 @@ mod tests {
         );
         assert!(
             text.contains(r#"bpl_ec2_calls_total{operation="CreateVpcEndpoint",outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bpl_kube_requests_total{verb="patch",resource="bedrockprivatelinks/status"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"bpl_objects{ready="True"} 1"#), "{text}");
