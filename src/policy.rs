@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::{PolicyPreset, PolicySpec};
+use crate::catalog::BedrockService;
 
 /// AWS's limit for a VPC endpoint policy document.
 pub const MAX_POLICY_CHARS: usize = 20_480;
@@ -57,6 +58,73 @@ pub fn model_resources(model: &str, region: &str) -> Vec<String> {
 
 /// The policy document the spec asks for, as a JSON value.
 pub fn render(spec: Option<&PolicySpec>, region: &str) -> Result<Value, PolicyError> {
+    render_for(spec, region, BedrockService::BedrockRuntime)
+}
+
+/// What each preset allows, per service: an InvokeOnly policy for bedrock-agent-runtime must
+/// allow InvokeAgent and Retrieve, not InvokeModel. `models` narrows only model invocations.
+struct ServiceActions {
+    invoke: &'static [&'static str],
+    read: &'static [&'static str],
+    all: &'static str,
+    models_apply: bool,
+}
+
+fn service_actions(service: BedrockService) -> ServiceActions {
+    const READ: &[&str] = &["bedrock:Get*", "bedrock:List*"];
+    match service {
+        BedrockService::BedrockRuntime | BedrockService::BedrockMantle => ServiceActions {
+            invoke: &INVOKE_ACTIONS,
+            read: READ,
+            all: "bedrock:*",
+            models_apply: true,
+        },
+        BedrockService::BedrockAgentRuntime => ServiceActions {
+            invoke: &[
+                "bedrock:InvokeAgent",
+                "bedrock:InvokeInlineAgent",
+                "bedrock:InvokeFlow",
+                "bedrock:Retrieve",
+                "bedrock:RetrieveAndGenerate",
+                "bedrock:Rerank",
+            ],
+            read: READ,
+            all: "bedrock:*",
+            models_apply: false,
+        },
+        BedrockService::BedrockDataAutomationRuntime => ServiceActions {
+            invoke: &[
+                "bedrock:InvokeDataAutomationAsync",
+                "bedrock:GetDataAutomationStatus",
+            ],
+            read: READ,
+            all: "bedrock:*",
+            models_apply: false,
+        },
+        BedrockService::BedrockAgentcore => ServiceActions {
+            invoke: &["bedrock-agentcore:Invoke*"],
+            read: &["bedrock-agentcore:Get*", "bedrock-agentcore:List*"],
+            all: "bedrock-agentcore:*",
+            models_apply: false,
+        },
+        // Control planes: "invoke only" means reading, never changing, resources.
+        BedrockService::Bedrock
+        | BedrockService::BedrockAgent
+        | BedrockService::BedrockDataAutomation => ServiceActions {
+            invoke: READ,
+            read: READ,
+            all: "bedrock:*",
+            models_apply: false,
+        },
+    }
+}
+
+/// The policy document the spec asks for on one service's endpoint.
+pub fn render_for(
+    spec: Option<&PolicySpec>,
+    region: &str,
+    service: BedrockService,
+) -> Result<Value, PolicyError> {
     let default = PolicySpec::default();
     let spec = spec.unwrap_or(&default);
     if spec.preset == PolicyPreset::Custom {
@@ -70,8 +138,9 @@ pub fn render(spec: Option<&PolicySpec>, region: &str) -> Result<Value, PolicyEr
         Some(arns) if !arns.is_empty() => json!({ "AWS": arns }),
         _ => json!("*"),
     };
+    let actions = service_actions(service);
     let resources: Vec<String> = match &spec.models {
-        Some(models) if !models.is_empty() => models
+        Some(models) if !models.is_empty() && actions.models_apply => models
             .iter()
             .flat_map(|m| model_resources(m, region))
             .collect(),
@@ -98,16 +167,19 @@ pub fn render(spec: Option<&PolicySpec>, region: &str) -> Result<Value, PolicyEr
     let statements = match spec.preset {
         PolicyPreset::InvokeOnly => vec![statement(
             "BedrockInvoke",
-            INVOKE_ACTIONS.to_vec(),
+            actions.invoke.to_vec(),
             &resources,
         )],
+        PolicyPreset::ReadOnly if actions.invoke == actions.read => {
+            vec![statement("BedrockRead", actions.read.to_vec(), &all)]
+        }
         PolicyPreset::ReadOnly => vec![
-            statement("BedrockInvoke", INVOKE_ACTIONS.to_vec(), &resources),
-            statement("BedrockRead", vec!["bedrock:Get*", "bedrock:List*"], &all),
+            statement("BedrockInvoke", actions.invoke.to_vec(), &resources),
+            statement("BedrockRead", actions.read.to_vec(), &all),
         ],
         PolicyPreset::FullAccess => vec![statement(
             "BedrockFullAccess",
-            vec!["bedrock:*"],
+            vec![actions.all],
             &resources,
         )],
         PolicyPreset::Custom => unreachable!("handled above"),
@@ -409,6 +481,47 @@ mod tests {
         assert_eq!(
             st["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
             "o-abcdefghij"
+        );
+    }
+
+    #[test]
+    fn presets_follow_the_service() {
+        let doc = render_for(None, "us-east-1", BedrockService::BedrockAgentRuntime).unwrap();
+        let actions = doc["Statement"][0]["Action"].as_array().unwrap();
+        assert!(
+            actions.contains(&json!("bedrock:InvokeAgent"))
+                && actions.contains(&json!("bedrock:Retrieve"))
+        );
+        let models = PolicySpec {
+            models: Some(vec!["a.b".into()]),
+            ..Default::default()
+        };
+        let doc = render_for(
+            Some(&models),
+            "us-east-1",
+            BedrockService::BedrockAgentRuntime,
+        )
+        .unwrap();
+        assert_eq!(
+            doc["Statement"][0]["Resource"],
+            json!(["*"]),
+            "models narrow only model invocations"
+        );
+        let doc = render_for(
+            Some(&spec(PolicyPreset::FullAccess)),
+            "us-east-1",
+            BedrockService::BedrockAgentcore,
+        )
+        .unwrap();
+        assert_eq!(
+            doc["Statement"][0]["Action"],
+            json!(["bedrock-agentcore:*"])
+        );
+        let doc = render_for(None, "us-east-1", BedrockService::Bedrock).unwrap();
+        assert_eq!(
+            doc["Statement"][0]["Action"],
+            json!(["bedrock:Get*", "bedrock:List*"]),
+            "control plane: read only"
         );
     }
 

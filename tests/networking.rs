@@ -274,6 +274,13 @@ async fn a_second_private_dns_endpoint_is_refused_and_teams_share_or_get_their_o
     install_crd(&rig).await;
     let ns = rig.namespace("net-share").await;
     let team = rig.namespace("net-team").await;
+    // The team opts in to receiving configuration from other namespaces.
+    rig.kubectl(&[
+        "label",
+        "namespace",
+        &team,
+        "bedrock.privatelink.io/accept-config=true",
+    ]);
     let net = rig.network(&ns).await;
     let _op = rig.operator(&ns, &[]);
     // The platform team's endpoint owns private DNS, and publishes its config to the team.
@@ -373,7 +380,16 @@ async fn copies_follow_a_namespace_label_selector() {
     let t1 = rig.namespace("net-label-t1").await;
     let net = rig.network(&ns).await;
     let label = format!("bpl-test-{}", short_id());
-    rig.kubectl(&["label", "namespace", &t1, &format!("{label}=yes")]);
+    let t2 = rig.namespace("net-label-t2").await;
+    rig.kubectl(&[
+        "label",
+        "namespace",
+        &t1,
+        &format!("{label}=yes"),
+        "bedrock.privatelink.io/accept-config=true",
+    ]);
+    // Selected by the object's author but not opted in: gets nothing.
+    rig.kubectl(&["label", "namespace", &t2, &format!("{label}=yes")]);
     let _op = rig.operator(&ns, &[]);
     create_bpl(&rig, &ns, "sel", json!({"vpcId": net.vpc_id, "subnets": {"ids": net.subnet_ids()}, "privateDns": false, "workloadConfig": {"namespaceSelector": {label.clone(): "yes"}}})).await;
     wait_ready(&rig, &ns, "sel", "True", None, T).await;
@@ -383,6 +399,11 @@ async fn copies_follow_a_namespace_label_selector() {
         async move { cms.get_opt("sel-bedrock").await.ok()?.map(|_| ()) }
     })
     .await;
+    let not_opted: Api<ConfigMap> = Api::namespaced(rig.client.clone(), &t2);
+    assert!(
+        not_opted.get_opt("sel-bedrock").await.unwrap().is_none(),
+        "no copy without opt-in"
+    );
     delete_bpl(&rig, &ns, "sel").await;
     wait_gone(&rig, &ns, "sel", T).await;
     assert!(
@@ -444,4 +465,57 @@ async fn policies_are_built_from_models_principals_and_organization() {
             .await
             .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configmaps_the_operator_did_not_create_are_never_touched() {
+    let rig = Rig::new().await;
+    install_crd(&rig).await;
+    let ns = rig.namespace("net-cmguard").await;
+    let other = rig.namespace("net-cmguard-victim").await;
+    rig.kubectl(&[
+        "label",
+        "namespace",
+        &other,
+        "bedrock.privatelink.io/accept-config=true",
+    ]);
+    for n in [&ns, &other] {
+        let (ok, _, err) = rig.kubectl(&[
+            "create",
+            "configmap",
+            "app-settings",
+            "-n",
+            n,
+            "--from-literal=keep=me",
+        ]);
+        assert!(ok, "{err}");
+    }
+    let net = rig.network(&ns).await;
+    let _op = rig.operator(&ns, &[]);
+    create_bpl(
+        &rig,
+        &ns,
+        "guard",
+        json!({"vpcId": net.vpc_id, "subnets": {"ids": net.subnet_ids()}, "privateDns": false,
+        "workloadConfig": {"configMapName": "app-settings", "namespaces": [other]}}),
+    )
+    .await;
+    let o = wait_ready(&rig, &ns, "guard", "False", Some("ConfigMapConflict"), T).await;
+    assert!(
+        condition(&o, "Ready")
+            .unwrap()
+            .message
+            .contains("app-settings")
+    );
+    delete_bpl(&rig, &ns, "guard").await;
+    wait_gone(&rig, &ns, "guard", T).await;
+    for n in [&ns, &other] {
+        let cm = Api::<ConfigMap>::namespaced(rig.client.clone(), n)
+            .get("app-settings")
+            .await
+            .expect("still there");
+        let data = cm.data.unwrap();
+        assert_eq!(data.len(), 1, "{n}: untouched: {data:?}");
+        assert_eq!(data["keep"], "me");
+    }
 }

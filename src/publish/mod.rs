@@ -11,6 +11,9 @@ use crate::catalog::BedrockService;
 
 pub const MANAGED_BY: &str = "bedrock-privatelink-operator";
 pub const OWNER_UID_LABEL: &str = "bedrock.privatelink.io/owner-uid";
+/// A namespace carrying this label with value "true" accepts copies of ConfigMaps from
+/// BedrockPrivateLinks in other namespaces.
+pub const ACCEPT_LABEL: &str = "bedrock.privatelink.io/accept-config";
 
 /// `k=v,k2=v2` for a label selector.
 pub fn label_selector(labels: &BTreeMap<String, String>) -> String {

@@ -127,7 +127,7 @@ pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> D
                 service_name: p.service_name.clone(),
                 subnet_ids: p.subnet_ids.clone(),
                 private_dns: spec.private_dns,
-                policy: valid.policy.clone(),
+                policy: p.policy.clone(),
                 tags,
             }
         })
@@ -346,9 +346,9 @@ mod tests {
                 service_name: "com.amazonaws.us-east-1.bedrock-runtime".into(),
                 subnet_ids: ["subnet-a", "subnet-b"].map(String::from).into(),
                 azs: ["us-east-1a", "us-east-1b"].map(String::from).into(),
+                policy: policy::render(None, "us-east-1").unwrap(),
             }],
             skipped: vec![],
-            policy: policy::render(None, "us-east-1").unwrap(),
             reduced_resilience: None,
         }
     }

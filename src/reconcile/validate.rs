@@ -40,6 +40,7 @@ pub struct Observed {
     pub subnets: Vec<SubnetFacts>,
     /// Keyed by full service name.
     pub services: BTreeMap<String, ServiceFacts>,
+    /// The groups the spec names (securityGroup.existingIds or allowFrom.securityGroupIds).
     pub existing_groups: Vec<GroupFacts>,
     /// Endpoints of the same services in the VPC that are not ours.
     pub foreign_endpoints: Vec<EndpointFacts>,
@@ -52,6 +53,7 @@ pub struct ServicePlacement {
     pub service_name: String,
     pub subnet_ids: BTreeSet<String>,
     pub azs: BTreeSet<String>,
+    pub policy: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +62,6 @@ pub struct Valid {
     pub vpc: VpcFacts,
     pub placements: Vec<ServicePlacement>,
     pub skipped: Vec<SkippedSubnet>,
-    pub policy: serde_json::Value,
     /// Fewer than two AZs for some service.
     pub reduced_resilience: Option<String>,
 }
@@ -174,6 +175,30 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
         }
     }
 
+    // A rule naming a group that does not exist would fail only after the managed group was
+    // made: refuse it first. (Groups of peered VPCs are fine as sources.)
+    if let Some(ids) = spec
+        .security_group
+        .as_ref()
+        .and_then(|g| g.allow_from.as_ref())
+        .and_then(|a| a.security_group_ids.as_ref())
+    {
+        let missing: Vec<&str> = ids
+            .iter()
+            .filter(|id| !obs.existing_groups.iter().any(|g| &g.id == *id))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(invalid(
+                "SecurityGroupNotFound",
+                format!(
+                    "security groups {} do not exist; fix spec.securityGroup.allowFrom.securityGroupIds",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+
     if spec.private_dns && !(vpc.dns_support && vpc.dns_hostnames) {
         return Err(invalid(
             "PrivateDnsUnsupported",
@@ -241,6 +266,8 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
             service_name,
             subnet_ids: chosen.iter().map(|s| s.id.clone()).collect(),
             azs,
+            policy: policy::render_for(spec.policy.as_ref(), &region, *service)
+                .map_err(|e| invalid("InvalidPolicy", e.0))?,
         });
     }
     // A subnet used by some service is not "skipped" overall.
@@ -261,7 +288,6 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
         vpc,
         placements,
         skipped,
-        policy,
         reduced_resilience,
     })
 }
@@ -405,6 +431,18 @@ mod tests {
                     s.security_group = Some(SecurityGroupSpec {
                         existing_ids: Some(vec!["sg-00000000".into()]),
                         allow_from: None,
+                    })
+                }),
+            ),
+            (
+                "SecurityGroupNotFound",
+                Box::new(|s, _| {
+                    s.security_group = Some(SecurityGroupSpec {
+                        existing_ids: None,
+                        allow_from: Some(crate::api::AllowFrom {
+                            security_group_ids: Some(vec!["sg-0000000000000dead".into()]),
+                            ..Default::default()
+                        }),
                     })
                 }),
             ),
