@@ -268,8 +268,19 @@ async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Er
             new_status
                 .region
                 .get_or_insert_with(|| ctx.ec2.region.clone());
+            // The parts were not checked against a spec that cannot work; say so rather than
+            // leave an earlier True standing.
+            let blocked =
+                |t| Verdict::new(t, false, "Blocked", format!("not checked: {}", inv.reason));
+            let verdicts = vec![
+                blocked(SECURITY_GROUP_READY),
+                blocked(ENDPOINTS_READY),
+                blocked(POLICY_APPLIED),
+                blocked(CONFIG_PUBLISHED),
+                Verdict::new(READY, false, inv.reason, inv.message),
+            ];
             Outcome {
-                verdicts: vec![Verdict::new(READY, false, inv.reason, inv.message)],
+                verdicts,
                 requeue: ctx.config.resync.min(Duration::from_secs(60)),
             }
         }
@@ -320,7 +331,8 @@ async fn finish(
     if let Some(r) = &ready {
         let changed = previous_ready.is_none_or(|p| p.status != r.status || p.reason != r.reason);
         if changed {
-            let (type_, action) = if r.status == "True" {
+            // Waiting for AWS is normal; anything else not Ready needs a person.
+            let (type_, action) = if r.status == "True" || r.reason == "EndpointPending" {
                 (EventType::Normal, "Reconcile")
             } else {
                 (EventType::Warning, "Reconcile")
@@ -659,7 +671,12 @@ async fn converge(
         }
     }
     out.endpoints = endpoint_statuses;
-    out.policy_hash = Some(crate::policy::hash(&valid.policy));
+    // One fingerprint for what every endpoint should carry.
+    let policies: Vec<&serde_json::Value> = desired.endpoints.iter().map(|d| &d.policy).collect();
+    out.policy_hash = Some(match policies.as_slice() {
+        [one] => crate::policy::hash(one),
+        many => crate::policy::hash(&serde_json::json!(many)),
+    });
 
     let endpoints_verdict = if !failed.is_empty() {
         Verdict::new(
@@ -721,24 +738,33 @@ async fn converge(
     } else {
         let data = publish::config_data(&region, &out.endpoints);
         let name = obj.config_map_name();
-        out.published_namespaces = publish_config(obj, ctx, &data)
+        let publication = publish_config(obj, ctx, &data)
             .await
             .map_err(Failure::Transient)?;
+        out.published_namespaces = publication.copies.clone();
         out.config_map_name = Some(name.clone());
-        let copies = if out.published_namespaces.is_empty() {
+        let copies = if publication.copies.is_empty() {
             String::new()
         } else {
-            format!(" (copies in {})", out.published_namespaces.join(", "))
+            format!(" (copies in {})", publication.copies.join(", "))
         };
-        Verdict::new(
-            CONFIG_PUBLISHED,
-            true,
-            "Published",
-            format!(
-                "ConfigMap {name} holds {} keys{copies}; use it with envFrom",
-                data.len()
+        let refused = if publication.refused.is_empty() {
+            String::new()
+        } else {
+            format!("; not published: {}", publication.refused.join("; "))
+        };
+        match publication.own_conflict {
+            Some(conflict) => Verdict::new(CONFIG_PUBLISHED, false, "ConfigMapConflict", conflict),
+            None => Verdict::new(
+                CONFIG_PUBLISHED,
+                true,
+                "Published",
+                format!(
+                    "ConfigMap {name} holds {} keys{copies}; use it with envFrom{refused}",
+                    data.len()
+                ),
             ),
-        )
+        }
     };
 
     let parts = [
@@ -1016,55 +1042,101 @@ async fn ensure_group(
     Ok(current.id)
 }
 
-/// Publishes the ConfigMap into the object's namespace and the selected others; removes copies
-/// from namespaces no longer selected. Returns the other namespaces that hold a copy.
+/// Where the ConfigMap went, and where it was refused.
+#[derive(Debug, Default)]
+struct Publication {
+    /// Namespaces other than the object's own that hold a copy.
+    copies: Vec<String>,
+    /// Why a namespace got nothing, e.g. an existing ConfigMap that is not ours.
+    refused: Vec<String>,
+    /// The object's own namespace holds a ConfigMap of that name that is not ours.
+    own_conflict: Option<String>,
+}
+
+/// Publishes the ConfigMap into the object's namespace and the selected others, and removes
+/// copies from namespaces no longer selected. It never writes or deletes a ConfigMap it did
+/// not create (the owner-uid label says whose it is), and publishes into another namespace
+/// only when that namespace opted in with the label `bedrock.privatelink.io/accept-config=true`.
 async fn publish_config(
     obj: &BedrockPrivateLink,
     ctx: &Context,
     data: &BTreeMap<String, String>,
-) -> Result<Vec<String>, Error> {
+) -> Result<Publication, Error> {
     let own = obj.namespace().unwrap_or_default();
+    let uid = obj.uid().unwrap_or_default();
     let name = obj.config_map_name();
+    let mut out = Publication::default();
     let mut targets: BTreeSet<String> = BTreeSet::from([own.clone()]);
+    let nss: Api<Namespace> = Api::all(ctx.client.clone());
     if let Some(wc) = &obj.spec.workload_config {
-        targets.extend(wc.namespaces.iter().flatten().cloned());
+        for ns in wc.namespaces.iter().flatten().filter(|n| **n != own) {
+            match nss.get_metadata_opt(ns).await.map_err(Error::Kube)? {
+                Some(meta)
+                    if meta.labels().get(publish::ACCEPT_LABEL).map(String::as_str)
+                        == Some("true") =>
+                {
+                    targets.insert(ns.clone());
+                }
+                Some(_) => out.refused.push(format!(
+                    "{ns} has not opted in (label {}=true)",
+                    publish::ACCEPT_LABEL
+                )),
+                None => out.refused.push(format!("{ns} does not exist")),
+            }
+        }
         if let Some(sel) = wc.namespace_selector.as_ref().filter(|s| !s.is_empty()) {
-            let nss: Api<Namespace> = Api::all(ctx.client.clone());
+            let mut sel = sel.clone();
+            sel.insert(publish::ACCEPT_LABEL.to_string(), "true".to_string());
             let list = nss
-                .list_metadata(&ListParams::default().labels(&publish::label_selector(sel)))
+                .list_metadata(&ListParams::default().labels(&publish::label_selector(&sel)))
                 .await
                 .map_err(Error::Kube)?;
             targets.extend(list.items.into_iter().filter_map(|n| n.metadata.name));
         }
     }
-    let mut published = Vec::new();
     for ns in &targets {
-        if let Some(store) = &ctx.config_maps {
-            let key = reflector::ObjectRef::new(&name).within(ns);
-            if store
-                .get(&key)
-                .is_some_and(|cm| cm.data.as_ref() == Some(data))
-            {
-                published.push(ns.clone());
-                continue;
+        let key = reflector::ObjectRef::new(&name).within(ns);
+        let cached = ctx.config_maps.as_ref().and_then(|s| s.get(&key));
+        if cached.as_ref().is_some_and(|cm| {
+            cm.labels().get(publish::OWNER_UID_LABEL) == Some(&uid)
+                && cm.data.as_ref() == Some(data)
+        }) {
+            if ns != &own {
+                out.copies.push(ns.clone());
             }
+            continue;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        // The store only sees ConfigMaps we label; someone else's must be looked up.
+        let existing = match cached {
+            Some(cm) => Some((*cm).clone()),
+            None => api.get_opt(&name).await.map_err(Error::Kube)?,
+        };
+        if let Some(cm) = existing
+            && cm.labels().get(publish::OWNER_UID_LABEL) != Some(&uid)
+        {
+            let msg = format!(
+                "ConfigMap {ns}/{name} exists and was not created by this object; it is left untouched"
+            );
+            if ns == &own {
+                out.own_conflict = Some(format!(
+                    "{msg}. Choose another spec.workloadConfig.configMapName or remove that ConfigMap"
+                ));
+            } else {
+                out.refused.push(msg);
+            }
+            continue;
         }
         let cm = publish::config_map(obj, ns, data.clone());
-        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-        match api
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&cm),
-            )
-            .await
-        {
-            Ok(_) => published.push(ns.clone()),
-            // A named namespace that does not exist (yet): nothing to publish into.
-            Err(kube::Error::Api(s)) if s.code == 404 && *ns != own => {
-                tracing::info!(namespace = %ns, "not publishing into a namespace that does not exist");
-            }
-            Err(e) => return Err(Error::Kube(e)),
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .map_err(Error::Kube)?;
+        if ns != &own {
+            out.copies.push(ns.clone());
         }
     }
     for (ns, cm_name) in published_copies(obj, ctx).await? {
@@ -1080,7 +1152,7 @@ async fn publish_config(
             .await;
         }
     }
-    Ok(published.into_iter().filter(|n| *n != own).collect())
+    Ok(out)
 }
 
 /// (namespace, name) of every ConfigMap this object published.
@@ -1221,13 +1293,7 @@ async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, 
 
 async fn delete_config_map(obj: &BedrockPrivateLink, ctx: &Context) -> Result<(), Error> {
     // Owner references would do this with a garbage collector, and cannot cross namespaces;
-    // delete explicitly so nothing lingers.
-    delete_config_map_in(
-        ctx,
-        &obj.namespace().unwrap_or_default(),
-        &obj.config_map_name(),
-    )
-    .await?;
+    // delete explicitly, but only ConfigMaps that carry this object's owner-uid label.
     for (ns, name) in published_copies(obj, ctx).await? {
         delete_config_map_in(ctx, &ns, &name).await?;
     }

@@ -126,11 +126,14 @@ impl Context {
             }
         };
         let services = self.services().await?;
-        let existing_groups = match spec
-            .security_group
-            .as_ref()
-            .and_then(|g| g.existing_ids.as_ref())
-        {
+        // The groups the spec names: existingIds, or the sources in allowFrom (exclusive).
+        let named_groups = spec.security_group.as_ref().and_then(|g| {
+            g.existing_ids.as_ref().or(g
+                .allow_from
+                .as_ref()
+                .and_then(|a| a.security_group_ids.as_ref()))
+        });
+        let existing_groups = match named_groups.filter(|ids| !ids.is_empty()) {
             Some(ids) => self
                 .ec2
                 .describe_security_groups(vec![filter("group-id", ids.iter().map(String::as_str))])
