@@ -43,9 +43,10 @@ test: rig-up
 	rc=0; $(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-py || rc=1; exit $$rc
 
+# Benches are a command (make bench), not tests: --all-targets would run them.
 test-rust:
 	set -a; source .rig/env; set +a; \
-	cargo test --all-targets -- --test-threads=$(TEST_THREADS)
+	cargo test --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 
 # pytest exits 5 when it collects nothing: that is not a failure of the rig.
 test-py:
