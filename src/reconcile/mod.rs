@@ -924,6 +924,15 @@ impl Context {
     }
 }
 
+/// A rule change AWS refuses because it is already in place (a retry after a lost answer)
+/// counts as done.
+fn already_done(result: crate::aws::AwsResult<()>, code: &str) -> Result<(), Error> {
+    match result {
+        Err(e) if e.is(code) => Ok(()),
+        other => other.map_err(Error::Aws),
+    }
+}
+
 /// The managed group exists with exactly the desired rules; returns its id.
 async fn ensure_group(
     obj: &BedrockPrivateLink,
@@ -987,40 +996,22 @@ async fn ensure_group(
         ctx.caches.forget_vpc(&dg.vpc_id).await;
     }
     if !p.authorize.is_empty() {
-        ctx.ec2
-            .authorize_ingress(&current.id, &p.authorize)
-            .await
-            .or_else(|e| {
-                if e.is("InvalidPermission.Duplicate") {
-                    Ok(())
-                } else {
-                    Err(Error::Aws(e))
-                }
-            })?;
+        already_done(
+            ctx.ec2.authorize_ingress(&current.id, &p.authorize).await,
+            "InvalidPermission.Duplicate",
+        )?;
     }
     if !p.revoke_ingress.is_empty() {
-        ctx.ec2
-            .revoke_ingress(&current.id, &p.revoke_ingress)
-            .await
-            .or_else(|e| {
-                if e.is("InvalidPermission.NotFound") {
-                    Ok(())
-                } else {
-                    Err(Error::Aws(e))
-                }
-            })?;
+        already_done(
+            ctx.ec2.revoke_ingress(&current.id, &p.revoke_ingress).await,
+            "InvalidPermission.NotFound",
+        )?;
     }
     if !p.revoke_egress.is_empty() {
-        ctx.ec2
-            .revoke_egress(&current.id, &p.revoke_egress)
-            .await
-            .or_else(|e| {
-                if e.is("InvalidPermission.NotFound") {
-                    Ok(())
-                } else {
-                    Err(Error::Aws(e))
-                }
-            })?;
+        already_done(
+            ctx.ec2.revoke_egress(&current.id, &p.revoke_egress).await,
+            "InvalidPermission.NotFound",
+        )?;
     }
     if !p.is_empty() && !owned.is_empty() {
         let changes: Vec<String> = p
