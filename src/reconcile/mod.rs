@@ -1305,9 +1305,13 @@ pub async fn run(
     let (cm_store, cm_writer) = reflector::store();
     let cm_stream = reflector::reflector(
         cm_writer,
-        watcher(cm_api.clone(), watcher::Config::default().labels(&selector)).modify(|cm| {
-            cm.managed_fields_mut().clear();
-        }),
+        // With backoff: without it a watch error (the API server restarting) is retried at
+        // once, in a tight loop of connection attempts until the API server is back.
+        watcher(cm_api.clone(), watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .modify(|cm| {
+                cm.managed_fields_mut().clear();
+            }),
     )
     .applied_objects()
     .for_each(|_| futures::future::ready(()));

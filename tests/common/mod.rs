@@ -400,15 +400,18 @@ impl Operator {
             ns.into(),
             "--http-addr".into(),
             format!("127.0.0.1:{port}"),
-            "--resync-seconds".into(),
-            "30".into(),
-            "--pending-requeue-ms".into(),
-            "300".into(),
-            "--ec2-rate-limit".into(),
-            "false".into(),
-            "--log-level".into(),
-            "info,bpl=debug".into(),
         ];
+        // Test defaults; a flag given in `extra` replaces its default (clap refuses repeats).
+        for (flag, value) in [
+            ("--resync-seconds", "30"),
+            ("--pending-requeue-ms", "300"),
+            ("--ec2-rate-limit", "false"),
+            ("--log-level", "info,bpl=debug"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child =
             tokio::process::Command::new(env!("CARGO_BIN_EXE_bedrock-privatelink-operator"))
