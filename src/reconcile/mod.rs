@@ -220,8 +220,17 @@ pub async fn reconcile(
             Finalizer::Cleanup(o) => cleanup(o, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    // A reconcile queued before the finalizer came off works from the cached object and finds
+    // it gone when it removes the finalizer again: the object is done with, not failed.
+    let result = match result {
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
+            if s.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     let label = match &result {
         Ok(_) => "ok".to_string(),
         Err(e) => e.category(),
