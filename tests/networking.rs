@@ -399,15 +399,34 @@ async fn copies_follow_a_namespace_label_selector() {
         async move { cms.get_opt("sel-bedrock").await.ok()?.map(|_| ()) }
     })
     .await;
-    let not_opted: Api<ConfigMap> = Api::namespaced(rig.client.clone(), &t2);
+    let t2_cms: Api<ConfigMap> = Api::namespaced(rig.client.clone(), &t2);
     assert!(
-        not_opted.get_opt("sel-bedrock").await.unwrap().is_none(),
+        t2_cms.get_opt("sel-bedrock").await.unwrap().is_none(),
         "no copy without opt-in"
     );
+    // Namespace label changes take effect at once (a watch), not at the next resync (30 s).
+    let quick = Duration::from_secs(10);
+    rig.kubectl(&[
+        "label",
+        "namespace",
+        &t2,
+        "bedrock.privatelink.io/accept-config=true",
+    ]);
+    eventually(quick, "a copy once t2 opts in", || {
+        let c = t2_cms.clone();
+        async move { c.get_opt("sel-bedrock").await.ok()?.map(|_| ()) }
+    })
+    .await;
+    rig.kubectl(&["label", "namespace", &t1, &format!("{label}-")]);
+    eventually(quick, "t1's copy removed once unselected", || {
+        let c = cms.clone();
+        async move { c.get_opt("sel-bedrock").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
     delete_bpl(&rig, &ns, "sel").await;
     wait_gone(&rig, &ns, "sel", T).await;
     assert!(
-        cms.get_opt("sel-bedrock").await.unwrap().is_none(),
+        t2_cms.get_opt("sel-bedrock").await.unwrap().is_none(),
         "copies go with the object"
     );
 }

@@ -87,6 +87,27 @@ pub fn config_map(
     }
 }
 
+/// Whether a change to `ns` may change where `obj` publishes copies: it names or selects the
+/// namespace, or holds a copy there.
+pub fn concerns_namespace(
+    obj: &BedrockPrivateLink,
+    ns: &k8s_openapi::api::core::v1::Namespace,
+) -> bool {
+    let name = ns.name_any();
+    let held = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.published_namespaces.contains(&name));
+    let Some(wc) = &obj.spec.workload_config else {
+        return held;
+    };
+    let named = wc.namespaces.iter().flatten().any(|n| *n == name);
+    let selected = wc.namespace_selector.as_ref().is_some_and(|sel| {
+        !sel.is_empty() && sel.iter().all(|(k, v)| ns.labels().get(k) == Some(v))
+    });
+    held || named || selected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +123,39 @@ mod tests {
             private_dns_name: private.map(str::to_string),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn namespaces_that_matter_to_an_object() {
+        let obj: BedrockPrivateLink = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bedrock.privatelink.io/v1alpha1", "kind": "BedrockPrivateLink",
+            "metadata": {"name": "a", "namespace": "platform"},
+            "spec": {"workloadConfig": {"namespaces": ["named"], "namespaceSelector": {"team": "ml"}}},
+            "status": {"publishedNamespaces": ["old"]}
+        }))
+        .unwrap();
+        let ns = |name: &str, labels: serde_json::Value| -> k8s_openapi::api::core::v1::Namespace {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "labels": labels}}),
+            )
+            .unwrap()
+        };
+        assert!(concerns_namespace(
+            &obj,
+            &ns("named", serde_json::json!({}))
+        ));
+        assert!(concerns_namespace(
+            &obj,
+            &ns("x", serde_json::json!({"team": "ml"}))
+        ));
+        assert!(
+            concerns_namespace(&obj, &ns("old", serde_json::json!({}))),
+            "holds a copy there"
+        );
+        assert!(!concerns_namespace(
+            &obj,
+            &ns("x", serde_json::json!({"team": "web"}))
+        ));
     }
 
     #[test]

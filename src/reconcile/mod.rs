@@ -1342,7 +1342,25 @@ pub async fn run(
     let mut stores = Vec::new();
     for api in apis {
         let controller = Controller::new(api, watcher::Config::default().any_semantic())
-            .owns(cm_api.clone(), watcher::Config::default().labels(&selector))
+            .owns(cm_api.clone(), watcher::Config::default().labels(&selector));
+        // A namespace gaining or losing labels changes where ConfigMap copies belong.
+        let objects = controller.store();
+        let controller = controller
+            .watches(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+                move |ns| {
+                    objects
+                        .state()
+                        .into_iter()
+                        .filter(|g| {
+                            g.0.as_ref()
+                                .is_ok_and(|o| publish::concerns_namespace(o, &ns))
+                        })
+                        .map(|g| reflector::ObjectRef::from_obj(&*g))
+                        .collect::<Vec<_>>()
+                },
+            )
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .graceful_shutdown_on(shutdown.clone());
         stores.push(controller.store());
