@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, VpcEndpointType};
 use common::*;
-use k8s_openapi::api::events::v1::Event;
-use kube::Api;
-use kube::api::ListParams;
 use serde_json::{Value, json};
 
 fn manifest(ns: &str, name: &str, spec: &Value) -> String {
@@ -301,22 +298,6 @@ struct RuntimeCase {
     reason: &'static str,
     /// The Ready message must contain this.
     says: String,
-}
-
-/// Warning events about the object with this reason.
-async fn warnings(rig: &Rig, ns: &str, uid: &str, reason: &str) -> usize {
-    let api: Api<Event> = Api::namespaced(rig.client.clone(), ns);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid)
-                && e.reason.as_deref() == Some(reason)
-                && e.type_.as_deref() == Some("Warning")
-        })
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -670,7 +651,7 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         eventually(
             Duration::from_secs(15),
             &format!("{}: Warning event {}", c.name, c.reason),
-            || async { (warnings(&rig, &ns, uid, c.reason).await > 0).then_some(()) },
+            || async { (!warning_events(&rig, &ns, uid, c.reason).await.is_empty()).then_some(()) },
         )
         .await;
         assert!(

@@ -12,32 +12,6 @@ use serde_json::{Value, json};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn ingress_rules(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
-    let mut rules: Vec<String> = g
-        .ip_permissions()
-        .iter()
-        .flat_map(|p| {
-            let proto = format!(
-                "{}/{}-{}",
-                p.ip_protocol().unwrap_or("?"),
-                p.from_port().unwrap_or(-1),
-                p.to_port().unwrap_or(-1)
-            );
-            p.ip_ranges()
-                .iter()
-                .filter_map(|r| r.cidr_ip().map(|c| format!("{proto} {c}")))
-                .chain(
-                    p.user_id_group_pairs()
-                        .iter()
-                        .filter_map(|u| u.group_id().map(|g| format!("{proto} {g}"))),
-                )
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    rules.sort();
-    rules
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn create_reaches_ready_with_exactly_the_expected_aws_resources() {
     let rig = Rig::new().await;

@@ -13,9 +13,8 @@ use aws_sdk_ec2::types::{IpPermission, IpRange};
 use bpl::api::BedrockPrivateLink;
 use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,39 +73,6 @@ async fn wait_converged(rig: &Rig, ns: &str, name: &str, timeout: Duration) -> B
     .await
 }
 
-fn ingress(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
-    rules(g.ip_permissions())
-}
-
-fn egress(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
-    rules(g.ip_permissions_egress())
-}
-
-fn rules(perms: &[IpPermission]) -> Vec<String> {
-    let mut out: Vec<String> = perms
-        .iter()
-        .flat_map(|p| {
-            let proto = format!(
-                "{}/{}-{}",
-                p.ip_protocol().unwrap_or("?"),
-                p.from_port().unwrap_or(-1),
-                p.to_port().unwrap_or(-1)
-            );
-            p.ip_ranges()
-                .iter()
-                .filter_map(|r| r.cidr_ip().map(|c| format!("{proto} {c}")))
-                .chain(
-                    p.user_id_group_pairs()
-                        .iter()
-                        .filter_map(|u| u.group_id().map(|g| format!("{proto} {g}"))),
-                )
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn https_from(cidr: &str) -> IpPermission {
     IpPermission::builder()
         .ip_protocol("tcp")
@@ -114,22 +80,6 @@ fn https_from(cidr: &str) -> IpPermission {
         .to_port(443)
         .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
         .build()
-}
-
-/// Warning events about the object with this reason.
-async fn warning_events(rig: &Rig, ns: &str, uid: &str, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(rig.client.clone(), ns);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid)
-                && e.reason.as_deref() == Some(reason)
-                && e.type_.as_deref() == Some("Warning")
-        })
-        .collect()
 }
 
 fn total_calls(calls: &BTreeMap<String, u64>) -> u64 {
@@ -883,7 +833,7 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
     let t = Instant::now();
     restored(&rig, limit, "ingress rule restored", || async {
         let g = rig.owned_groups(&uid).await;
-        (ingress(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
+        (ingress_rules(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
     })
     .await;
     report.push(("group's ingress rule revoked -> restored", t.elapsed()));
@@ -906,7 +856,7 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
     let t = Instant::now();
     restored(&rig, limit, "foreign ingress revoked", || async {
         let g = rig.owned_groups(&uid).await;
-        (ingress(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
+        (ingress_rules(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
     })
     .await;
     report.push((
@@ -924,7 +874,7 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
     let t = Instant::now();
     restored(&rig, limit, "egress revoked", || async {
         let g = rig.owned_groups(&uid).await;
-        egress(&g[0]).is_empty().then_some(())
+        egress_rules(&g[0]).is_empty().then_some(())
     })
     .await;
     report.push(("egress rule added -> revoked", t.elapsed()));
@@ -1050,7 +1000,7 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
             let e = live_endpoints(&rig, &uid).await.pop()?;
             let groups: Vec<&str> = e.groups().iter().filter_map(|x| x.group_id()).collect();
             (groups == vec![g.group_id()?]
-                && ingress(g) == vec![format!("tcp/443-443 {}", net.cidr)])
+                && ingress_rules(g) == vec![format!("tcp/443-443 {}", net.cidr)])
             .then(|| g.group_id().unwrap().to_string())
         },
     )

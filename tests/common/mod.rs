@@ -612,3 +612,58 @@ async fn apply_crd(rig: &Rig) {
     ]);
     assert!(ok, "CRD established: {err}");
 }
+
+/// Security-group rules as `proto/from-to source`, sorted, for comparing with expectations.
+pub fn rule_strings(perms: &[aws_sdk_ec2::types::IpPermission]) -> Vec<String> {
+    let mut out: Vec<String> = perms
+        .iter()
+        .flat_map(|p| {
+            let proto = format!(
+                "{}/{}-{}",
+                p.ip_protocol().unwrap_or("?"),
+                p.from_port().unwrap_or(-1),
+                p.to_port().unwrap_or(-1)
+            );
+            p.ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip().map(|c| format!("{proto} {c}")))
+                .chain(
+                    p.user_id_group_pairs()
+                        .iter()
+                        .filter_map(|u| u.group_id().map(|g| format!("{proto} {g}"))),
+                )
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn ingress_rules(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
+    rule_strings(g.ip_permissions())
+}
+
+pub fn egress_rules(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
+    rule_strings(g.ip_permissions_egress())
+}
+
+/// Warning events about the object (by uid) with this reason.
+pub async fn warning_events(
+    rig: &Rig,
+    ns: &str,
+    uid: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(rig.client.clone(), ns);
+    api.list(&kube::api::ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid)
+                && e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+        })
+        .collect()
+}
