@@ -29,9 +29,25 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        self.get_or_fetch_fresh(key, self.ttl, None, fetch).await
+    }
+
+    /// Like `get_or_fetch`, but a cached value counts only if it is younger than `max_age`
+    /// (and the ttl) and was stored at or after `not_before` (e.g. the last change we made).
+    pub async fn get_or_fetch_fresh<E, F, Fut>(
+        &self,
+        key: &K,
+        max_age: Duration,
+        not_before: Option<Instant>,
+        fetch: F,
+    ) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         let mut entries = self.entries.lock().await;
         if let Some((at, v)) = entries.get(key)
-            && at.elapsed() < self.ttl
+            && usable(*at, max_age.min(self.ttl), not_before)
         {
             return Ok(v.clone());
         }
@@ -40,6 +56,23 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         entries.retain(|_, (at, _)| at.elapsed() < ttl);
         entries.insert(key.clone(), (Instant::now(), v.clone()));
         Ok(v)
+    }
+
+    /// The cached value if it is younger than `max_age` (and the ttl) and was stored at or
+    /// after `not_before`.
+    pub async fn get_fresh(
+        &self,
+        key: &K,
+        max_age: Duration,
+        not_before: Option<Instant>,
+    ) -> Option<V> {
+        let entries = self.entries.lock().await;
+        let (at, v) = entries.get(key)?;
+        usable(*at, max_age.min(self.ttl), not_before).then(|| v.clone())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     pub async fn put(&self, key: K, v: V) {
@@ -57,6 +90,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub async fn entry_count(&self) -> usize {
         self.entries.lock().await.len()
     }
+}
+
+fn usable(at: Instant, max_age: Duration, not_before: Option<Instant>) -> bool {
+    at.elapsed() < max_age && not_before.is_none_or(|nb| at >= nb)
 }
 
 #[cfg(test)]
@@ -83,6 +120,35 @@ mod tests {
         cache.invalidate(&"a".to_string()).await;
         assert_eq!(cache.get_or_fetch(&"a".to_string(), fetch).await, Ok(7));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn fresh_reads_honour_max_age_and_not_before() {
+        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(60));
+        cache.put(1, 10).await;
+        assert_eq!(
+            cache.get_fresh(&1, Duration::from_secs(5), None).await,
+            Some(10)
+        );
+        assert_eq!(cache.get_fresh(&1, Duration::ZERO, None).await, None);
+        let later = Instant::now() + Duration::from_millis(1);
+        assert_eq!(
+            cache
+                .get_fresh(&1, Duration::from_secs(5), Some(later))
+                .await,
+            None,
+            "stored before the change"
+        );
+        let got = cache
+            .get_or_fetch_fresh(&1, Duration::from_secs(5), Some(later), || async {
+                Ok::<u8, ()>(11)
+            })
+            .await;
+        assert_eq!(got, Ok(11), "refetched");
+        assert_eq!(
+            cache.get_fresh(&1, Duration::from_secs(5), None).await,
+            Some(11)
+        );
     }
 
     #[tokio::test]

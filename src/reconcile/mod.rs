@@ -92,15 +92,29 @@ impl Default for Config {
 
 type Cached<K, V> = Mutex<Option<(Instant, K, V)>>;
 
-/// Shared EC2 answers used by steady-state reconciles (see cache.rs). A reconcile after a
-/// spec change, or one that changes AWS, always reads fresh.
+/// Shared EC2 answers (see cache.rs). Steady-state resyncs use them for up to the ttl; other
+/// reconciles reuse VPC and subnet answers for up to `FRESH` (a burst of creates shares them),
+/// and read endpoints and groups fresh after a spec change.
 pub struct Caches {
     pub vpcs: TtlCache<(String, bool), Option<VpcFacts>>,
     pub subnets: TtlCache<String, Vec<crate::aws::SubnetFacts>>,
     /// Every endpoint in a VPC, ours and others'.
-    pub endpoints: TtlCache<String, Vec<EndpointFacts>>,
+    pub endpoints: TtlCache<String, Arc<Vec<EndpointFacts>>>,
     /// Every group we own in a VPC.
-    pub groups: TtlCache<String, Vec<GroupFacts>>,
+    pub groups: TtlCache<String, Arc<Vec<GroupFacts>>>,
+    /// By object uid: its endpoints (and, with private DNS, the VPC's others) as a reconcile
+    /// that changed nothing last saw them, so the resync its own status write triggers needs
+    /// no describe.
+    pub seen_endpoints: TtlCache<String, Arc<SeenEndpoints>>,
+    /// By object uid: objects whose AWS resources cleanup removed.
+    pub cleaned: TtlCache<String, ()>,
+    /// By object uid: the status we last wrote.
+    pub written: TtlCache<String, Arc<BedrockPrivateLinkStatus>>,
+    /// By object uid: its groups as we last saw or left them.
+    pub seen_groups: TtlCache<String, Arc<Vec<GroupFacts>>>,
+    /// By object uid: when we last changed its AWS resources. Cached answers older than that
+    /// are not used for it.
+    changed: std::sync::Mutex<HashMap<String, Instant>>,
     /// The region's Bedrock endpoint services and their zones (shared by every reconcile).
     pub services: TtlCache<String, BTreeMap<String, ServiceFacts>>,
 }
@@ -114,14 +128,42 @@ impl Caches {
             subnets: TtlCache::new(ttl),
             endpoints: TtlCache::new(ttl),
             groups: TtlCache::new(ttl),
+            seen_endpoints: TtlCache::new(ttl),
+            seen_groups: TtlCache::new(ttl),
+            written: TtlCache::new(ttl),
+            cleaned: TtlCache::new(ttl),
+            changed: Default::default(),
             services: TtlCache::new(ttl),
         }
     }
 
-    async fn forget_vpc(&self, vpc_id: &str) {
-        self.endpoints.invalidate(&vpc_id.to_string()).await;
-        self.groups.invalidate(&vpc_id.to_string()).await;
+    /// We changed (or may have changed) this object's resources in AWS just now.
+    fn mark_changed(&self, uid: &str) {
+        let now = Instant::now();
+        let mut changed = self.changed.lock().expect("changed lock");
+        // Older marks are moot: every cached answer from before them has expired.
+        let ttl = self.endpoints.ttl();
+        changed.retain(|_, at| now.duration_since(*at) < ttl);
+        changed.insert(uid.to_string(), now);
     }
+
+    fn changed_at(&self, uid: &str) -> Option<Instant> {
+        self.changed.lock().expect("changed lock").get(uid).copied()
+    }
+}
+
+/// How long a reconcile that is not a steady-state resync may reuse VPC and subnet answers
+/// (and, while settling, the group it just configured).
+const FRESH: Duration = Duration::from_secs(3);
+
+/// An object's endpoints as last seen, and the VPC's other endpoints when they matter.
+#[derive(Debug, Default)]
+pub struct SeenEndpoints {
+    pub owned: Vec<EndpointFacts>,
+    pub foreign: Vec<EndpointFacts>,
+    /// The generation reconciled, and whether it ended Ready.
+    pub generation: Option<i64>,
+    pub ready: bool,
 }
 
 pub struct Context {
@@ -134,6 +176,8 @@ pub struct Context {
     network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
     pub caches: Caches,
     failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// Start of the resync grid (see `next_resync`).
+    epoch: Instant,
 }
 
 impl Context {
@@ -153,7 +197,20 @@ impl Context {
             network_cache: Mutex::default(),
             caches: Caches::new(&config_for_caches),
             failures: Default::default(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Time to the next resync: the next multiple of the resync period since start, plus a
+    /// little jitter. Healthy objects resync together, so one describe per VPC (shared within
+    /// the caches' ttl, which is longer than the jitter) checks all of them for drift; each is
+    /// still checked at least once per period.
+    pub fn next_resync(&self) -> Duration {
+        let period = self.config.resync.as_millis().max(1) as u64;
+        let since = self.epoch.elapsed().as_millis() as u64;
+        let to_boundary = period - since % period;
+        let spread = (period / 10).clamp(1, 2000);
+        Duration::from_millis(to_boundary + rand::random::<u64>() % spread)
     }
 
     async fn event(
@@ -269,8 +326,21 @@ struct Outcome {
 }
 
 async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
-    let previous_ready = status::ready_of(obj.status.as_ref()).cloned();
-    let mut new_status = obj.status.clone().unwrap_or_default();
+    // The status as we last wrote it, if the store does not show that write yet (a reconcile
+    // queued while the previous one ran sees the object as it was): no second write, no
+    // second event.
+    let uid = obj.uid().unwrap_or_default();
+    let current = match ctx
+        .caches
+        .written
+        .get_fresh(&uid, Duration::MAX, None)
+        .await
+    {
+        Some(w) => Some((*w).clone()),
+        None => obj.status.clone(),
+    };
+    let previous_ready = status::ready_of(current.as_ref()).cloned();
+    let mut new_status = current.clone().unwrap_or_default();
     let outcome = match converge(&obj, ctx, &mut new_status).await {
         Ok(o) => o,
         Err(Failure::Invalid(inv)) => {
@@ -305,13 +375,22 @@ async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Er
         Err(Failure::Transient(e)) => {
             let msg = format!("{e}; retrying with backoff");
             let verdict = Verdict::new(READY, false, e.category(), msg);
-            finish(&obj, ctx, new_status, &[verdict], previous_ready.as_ref()).await?;
+            finish(
+                &obj,
+                ctx,
+                current.as_ref(),
+                new_status,
+                &[verdict],
+                previous_ready.as_ref(),
+            )
+            .await?;
             return Err(e);
         }
     };
     finish(
         &obj,
         ctx,
+        current.as_ref(),
         new_status,
         &outcome.verdicts,
         previous_ready.as_ref(),
@@ -324,6 +403,7 @@ async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Er
 async fn finish(
     obj: &BedrockPrivateLink,
     ctx: &Context,
+    current: Option<&BedrockPrivateLinkStatus>,
     mut new_status: BedrockPrivateLinkStatus,
     verdicts: &[Verdict],
     previous_ready: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
@@ -357,7 +437,7 @@ async fn finish(
         ctx.metrics
             .set_ready(&obj.uid().unwrap_or_default(), Some(&r.status));
     }
-    if status::differs(obj.status.as_ref(), &new_status) {
+    if status::differs(current, &new_status) {
         let api: Api<BedrockPrivateLink> =
             Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         let patch = json!({
@@ -372,6 +452,10 @@ async fn finish(
         )
         .await
         .map_err(Error::Kube)?;
+        ctx.caches
+            .written
+            .put(obj.uid().unwrap_or_default(), Arc::new(new_status))
+            .await;
     }
     Ok(())
 }
@@ -472,32 +556,59 @@ async fn converge(
     out.vpc_id = Some(vpc_id.clone());
 
     // A resync of an object that is Ready at its current generation only checks for drift: it
-    // may use answers shared with the other objects of its VPC.
-    let steady = is_steady(obj);
+    // may use answers shared with the other objects of its VPC. Ready by its status, or by what
+    // a reconcile of ours concluded moments ago: the store may not show that status write yet
+    // when, say, the ConfigMap we published queues the object again.
+    let concluded = ctx
+        .caches
+        .seen_endpoints
+        .get_fresh(&owner.uid, Duration::MAX, ctx.caches.changed_at(&owner.uid))
+        .await
+        .is_some_and(|s| s.ready && s.generation == obj.metadata.generation);
+    let steady = is_steady(obj) || concluded;
+    // No spec change since our last status write (e.g. waiting for an endpoint): our own
+    // recent writes to the group are as good as a describe.
+    let settling = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == obj.metadata.generation);
     let mut observed = ctx
         .observe_vpc(spec, &vpc_id, &network.subnet_ids, steady)
         .await?;
-    // One describe serves both: our endpoints in this VPC and anyone else's that could clash.
-    let in_vpc = if observed.vpc.is_some() {
-        ctx.endpoints_in_vpc(&vpc_id, steady).await?
+    let seen = if observed.vpc.is_some() {
+        ctx.endpoints_in_vpc(&owner.uid, &vpc_id, spec.private_dns, steady)
+            .await?
     } else {
-        Vec::new()
+        Default::default()
     };
-    let (mut owned, foreign): (Vec<EndpointFacts>, Vec<EndpointFacts>) = in_vpc
-        .into_iter()
-        .partition(|e| e.tags.get(TAG_OWNER_UID) == Some(&owner.uid));
-    observed.foreign_endpoints = foreign;
+    let mut owned = seen.owned.clone();
+    observed.foreign_endpoints = seen.foreign.clone();
 
     let valid = validate::validate(spec, &observed)?;
     out.skipped_subnets = valid.skipped.clone();
     let desired = plan::desired(spec, &valid, &owner);
 
     // Security group first: endpoints need its id.
-    let owned_groups = ctx.owned_groups(&owner.uid, &vpc_id, steady).await?;
+    let owned_groups = ctx.owned_groups(&owner, &vpc_id, steady, settling).await?;
     let (group_ids, group_verdict) = match &desired.group {
         Some(dg) => {
             let id = ensure_group(obj, ctx, dg, &owned_groups).await?;
             out.security_group_id = Some(id.clone());
+            if !steady && owned_groups.iter().all(|g| g.id == id) {
+                // The group now has exactly the desired rules and no egress.
+                let now = GroupFacts {
+                    id: id.clone(),
+                    name: dg.name.clone(),
+                    vpc_id: dg.vpc_id.clone(),
+                    ingress: dg.ingress.clone(),
+                    egress: Default::default(),
+                    tags: dg.tags.clone(),
+                };
+                ctx.caches
+                    .seen_groups
+                    .put(owner.uid.clone(), Arc::new(vec![now]))
+                    .await;
+            }
             let sources: Vec<String> = dg.ingress.iter().map(|r| r.to_string()).collect();
             (
                 vec![id.clone()],
@@ -616,7 +727,7 @@ async fn converge(
         .iter()
         .all(|a| matches!(a, EndpointAction::Wait { .. }))
     {
-        ctx.caches.forget_vpc(&vpc_id).await;
+        ctx.caches.mark_changed(&owner.uid);
     }
     if changed {
         owned = ctx.owned_endpoints(&owner.uid).await?;
@@ -628,6 +739,8 @@ async fn converge(
         .iter()
         .filter(|g| Some(&g.id) != group_ids.first() || desired.group.is_none())
     {
+        ctx.caches.mark_changed(&owner.uid);
+        ctx.caches.seen_groups.invalidate(&owner.uid).await;
         match ctx.ec2.delete_security_group(&g.id).await {
             Ok(()) => {
                 ctx.event(
@@ -828,8 +941,23 @@ async fn converge(
     } else if !failed.is_empty() {
         ctx.config.resync.min(Duration::from_secs(60))
     } else {
-        ctx.config.resync
+        ctx.next_resync()
     };
+    // What we saw, updated by what we did (a created endpoint as the create answered it, or a
+    // fresh describe after other changes): the resync our own status write is about to
+    // trigger needs no describe.
+    if !steady {
+        let now = SeenEndpoints {
+            owned,
+            foreign: std::mem::take(&mut observed.foreign_endpoints),
+            generation: obj.metadata.generation,
+            ready: ready.status,
+        };
+        ctx.caches
+            .seen_endpoints
+            .put(owner.uid.clone(), Arc::new(now))
+            .await;
+    }
     Ok(Outcome {
         verdicts: vec![
             ready,
@@ -866,13 +994,14 @@ impl Context {
                 .await
                 .map_err(Error::Aws)
         };
-        let vpc = if steady {
-            self.caches.vpcs.get_or_fetch(&key, fetch).await?
-        } else {
-            let v = fetch().await?;
-            self.caches.vpcs.put(key, v.clone()).await;
-            v
-        };
+        // VPCs hardly change: every reconcile shares one answer for a while (`FRESH` unless
+        // this is a steady-state resync), so a burst of creates asks once.
+        let max_age = if steady { Duration::MAX } else { FRESH };
+        let vpc = self
+            .caches
+            .vpcs
+            .get_or_fetch_fresh(&key, max_age, None, fetch)
+            .await?;
         let mut obs = self
             .observe(spec, vpc_id, node_subnets, vpc, steady)
             .await?;
@@ -880,56 +1009,128 @@ impl Context {
         Ok(obs)
     }
 
+    /// The object's endpoints in the VPC and, with private DNS, the VPC's other endpoints (only
+    /// one endpoint per service may have private DNS). A steady-state resync uses what a
+    /// reconcile of it that changed nothing saw within the ttl, else the VPC's shared answer;
+    /// others ask AWS for just their own endpoints.
     async fn endpoints_in_vpc(
-        &self,
-        vpc_id: &str,
-        steady: bool,
-    ) -> Result<Vec<EndpointFacts>, Error> {
-        let fetch = || async {
-            self.ec2
-                .describe_endpoints(vec![filter("vpc-id", [vpc_id])])
-                .await
-                .map_err(Error::Aws)
-        };
-        if steady {
-            self.caches
-                .endpoints
-                .get_or_fetch(&vpc_id.to_string(), fetch)
-                .await
-        } else {
-            fetch().await
-        }
-    }
-
-    async fn owned_groups(
         &self,
         uid: &str,
         vpc_id: &str,
+        private_dns: bool,
         steady: bool,
-    ) -> Result<Vec<GroupFacts>, Error> {
+    ) -> Result<Arc<SeenEndpoints>, Error> {
+        let split = |all: &[EndpointFacts]| {
+            let mut seen = SeenEndpoints::default();
+            for e in all.iter().filter(|e| e.vpc_id == vpc_id) {
+                if e.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid) {
+                    seen.owned.push(e.clone());
+                } else if private_dns {
+                    seen.foreign.push(e.clone());
+                }
+            }
+            seen
+        };
         if steady {
+            let changed = self.caches.changed_at(uid);
+            let key = uid.to_string();
+            if let Some(seen) = self
+                .caches
+                .seen_endpoints
+                .get_fresh(&key, Duration::MAX, changed)
+                .await
+            {
+                return Ok(seen);
+            }
+            let all = self
+                .caches
+                .endpoints
+                .get_or_fetch_fresh(&vpc_id.to_string(), Duration::MAX, changed, || async {
+                    self.ec2
+                        .describe_endpoints(vec![filter("vpc-id", [vpc_id])])
+                        .await
+                        .map(Arc::new)
+                        .map_err(Error::Aws)
+                })
+                .await?;
+            return Ok(Arc::new(split(&all)));
+        }
+        // Without private DNS only ours matter: one narrow filter (the VPC is checked below).
+        let filters = if private_dns {
+            vec![filter("vpc-id", [vpc_id])]
+        } else {
+            vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])]
+        };
+        let all = self
+            .ec2
+            .describe_endpoints(filters)
+            .await
+            .map_err(Error::Aws)?;
+        Ok(Arc::new(split(&all)))
+    }
+
+    /// The object's groups. A steady-state resync, or a reconcile with no spec change since
+    /// the last one (waiting for an endpoint, say), uses what we last saw or left; a
+    /// steady-state resync otherwise shares one describe per VPC.
+    async fn owned_groups(
+        &self,
+        owner: &Owner,
+        vpc_id: &str,
+        steady: bool,
+        settling: bool,
+    ) -> Result<Vec<GroupFacts>, Error> {
+        let uid = owner.uid.as_str();
+        if steady || settling {
+            let max_age = if steady { Duration::MAX } else { FRESH };
+            if let Some(g) = self
+                .caches
+                .seen_groups
+                .get_fresh(&uid.to_string(), max_age, None)
+                .await
+            {
+                return Ok(g.to_vec());
+            }
+        }
+        if steady {
+            let changed = self.caches.changed_at(uid);
             let all = self
                 .caches
                 .groups
-                .get_or_fetch(&vpc_id.to_string(), || async {
+                .get_or_fetch_fresh(&vpc_id.to_string(), Duration::MAX, changed, || async {
+                    // Every group we name (bpl-<uid>); the owner tag is checked below.
                     self.ec2
                         .describe_security_groups(vec![
                             filter("vpc-id", [vpc_id]),
-                            filter("tag-key", [TAG_OWNER_UID]),
+                            filter("group-name", [plan::GROUP_NAME_PATTERN]),
                         ])
                         .await
+                        .map(Arc::new)
                         .map_err(Error::Aws)
                 })
                 .await?;
             return Ok(all
-                .into_iter()
+                .iter()
                 .filter(|g| g.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid))
+                .cloned()
                 .collect());
         }
-        self.ec2
-            .describe_security_groups(vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])])
+        self.groups_of(owner).await
+    }
+
+    /// The object's groups. We name ours `bpl-<uid>` and tag them with the uid; asking by that
+    /// exact name is the narrowest filter (the emulator evaluates a tag filter by scanning
+    /// every tag of every resource for each group, which grows with the square of the
+    /// objects). Only groups that carry our owner tag count.
+    async fn groups_of(&self, owner: &Owner) -> Result<Vec<GroupFacts>, Error> {
+        let found = self
+            .ec2
+            .describe_security_groups(vec![filter("group-name", [owner.group_name().as_str()])])
             .await
-            .map_err(Error::Aws)
+            .map_err(Error::Aws)?;
+        Ok(found
+            .into_iter()
+            .filter(|g| g.tags.get(TAG_OWNER_UID) == Some(&owner.uid))
+            .collect())
     }
 }
 
@@ -1002,7 +1203,8 @@ async fn ensure_group(
     };
     let p = plan::plan_group(dg, &current);
     if owned.is_empty() || !p.is_empty() {
-        ctx.caches.forget_vpc(&dg.vpc_id).await;
+        ctx.caches
+            .mark_changed(obj.metadata.uid.as_deref().unwrap_or_default());
     }
     if !p.authorize.is_empty() {
         already_done(
@@ -1214,6 +1416,16 @@ async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, 
         delete_config_map(&obj, ctx).await?;
         return Ok(Action::await_change());
     }
+    // Done moments ago; this is a reconcile queued before the finalizer came off.
+    if ctx
+        .caches
+        .cleaned
+        .get_fresh(&owner.uid, Duration::MAX, None)
+        .await
+        .is_some()
+    {
+        return Ok(Action::await_change());
+    }
     // Endpoints first: their network interfaces hold the security group.
     let endpoints = ctx.owned_endpoints(&owner.uid).await?;
     let to_delete: Vec<String> = endpoints
@@ -1256,14 +1468,7 @@ async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, 
             lingering.join(", ")
         )));
     }
-    let groups = ctx
-        .ec2
-        .describe_security_groups(vec![filter(
-            &format!("tag:{TAG_OWNER_UID}"),
-            [owner.uid.as_str()],
-        )])
-        .await
-        .map_err(Error::Aws)?;
+    let groups = ctx.groups_of(&owner).await?;
     for g in &groups {
         match ctx.ec2.delete_security_group(&g.id).await {
             Ok(()) => {
@@ -1287,6 +1492,7 @@ async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, 
         }
     }
     delete_config_map(&obj, ctx).await?;
+    ctx.caches.cleaned.put(owner.uid.clone(), ()).await;
     tracing::info!(object = %owner.name, namespace = %owner.namespace, "all AWS resources removed");
     Ok(Action::await_change())
 }
@@ -1341,7 +1547,17 @@ pub async fn run(
     let mut streams = Vec::new();
     let mut stores = Vec::new();
     for api in apis {
-        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        // The store keeps every object; their managedFields are most of their size and
+        // nothing here reads them.
+        let (reader, writer) = reflector::store();
+        let objects = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default().any_semantic()).modify(|o| {
+                o.managed_fields_mut().clear();
+            }),
+        )
+        .applied_objects();
+        let controller = Controller::for_stream(objects, reader)
             .owns(cm_api.clone(), watcher::Config::default().labels(&selector));
         // A namespace gaining or losing labels changes where ConfigMap copies belong.
         let objects = controller.store();

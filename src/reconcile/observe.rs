@@ -1,7 +1,7 @@
 //! Reading the world: Kubernetes Nodes and EC2 describes. No decisions here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -166,11 +166,13 @@ impl Context {
                 .await
                 .map_err(Error::Aws)
         };
-        if !steady {
-            return fetch().await;
-        }
+        // Like VPCs: shared for `FRESH` by every reconcile, for the ttl by steady resyncs.
+        let max_age = if steady { Duration::MAX } else { super::FRESH };
         let key = format!("{ids:?}|{vpc_id:?}|{tags:?}");
-        self.caches.subnets.get_or_fetch(&key, fetch).await
+        self.caches
+            .subnets
+            .get_or_fetch_fresh(&key, max_age, None, fetch)
+            .await
     }
 
     pub async fn owned_endpoints(&self, uid: &str) -> Result<Vec<EndpointFacts>, Error> {

@@ -38,6 +38,9 @@ impl Owner {
     }
 }
 
+/// Matches every `Owner::group_name` (EC2 filter wildcard).
+pub const GROUP_NAME_PATTERN: &str = "bpl-*";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredGroup {
     pub name: String,

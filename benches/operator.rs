@@ -1,0 +1,1322 @@
+//! Benchmark COMMAND for the operator (not a timed test): `make bench`, or
+//! `cargo bench --bench operator -- --help` with the rig up (`scripts/rig up`).
+//!
+//! It starts a private EC2 emulator of its own (instant endpoint lifecycles) on a free
+//! 127.0.0.1 port, uses the rig's kube-apiserver, runs the RELEASE build of the operator with the
+//! client-side limiter off, and prints one table: apply-to-Ready latency of one object, N objects
+//! at once (time, EC2 calls per object from both the emulator and the operator's metrics, API
+//! server requests), the steady state (EC2 calls per object per resync, CPU, RSS), deleting N,
+//! and, with the limiter on, a burst of creates. Everything stays on loopback; every wait is
+//! bounded by --phase-timeout-seconds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter};
+use bpl::api::BedrockPrivateLink;
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, Config, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+const OWNER_TAG: &str = "bedrock.privatelink.io/owner-uid";
+const OPERATOR: &str = env!("CARGO_BIN_EXE_bedrock-privatelink-operator");
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Benchmark of the operator on the rig (see BENCHMARKS.md)")]
+struct Args {
+    /// Object counts for the bulk scenarios (0 skips them).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    objects: Vec<usize>,
+    /// Create/Ready/delete cycles of one object for the latency figures (0 skips them).
+    #[arg(long, default_value_t = 50)]
+    latency_runs: usize,
+    /// Length of the steady-state window after each bulk apply (0 skips it).
+    #[arg(long, default_value_t = 120)]
+    steady_seconds: u64,
+    /// The operator's --resync-seconds.
+    #[arg(long, default_value_t = 20)]
+    resync_seconds: u64,
+    /// The operator's --concurrency.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u16,
+    /// The operator's --pending-requeue-ms.
+    #[arg(long, default_value_t = 100)]
+    pending_requeue_ms: u64,
+    /// Creates (and deletes) the driver keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    apply_concurrency: usize,
+    /// Objects created at once with the operator's EC2 limiter on (0 skips the scenario).
+    #[arg(long, default_value_t = 20)]
+    limiter_objects: usize,
+    /// Upper bound of every wait (Ready, gone, nothing left in EC2).
+    #[arg(long, default_value_t = 600)]
+    phase_timeout_seconds: u64,
+    /// Also write the table (markdown) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Python of the rig's venv (runs tests/emulator/harness.py).
+    #[arg(long, env = "BPL_VENV_PYTHON")]
+    python: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir() -> PathBuf {
+    let d = repo_root().join("target").join("bench");
+    std::fs::create_dir_all(&d).expect("create target/bench");
+    d
+}
+
+/// `.rig/env` as a map (the rig writes `export K="V"` lines).
+fn rig_env() -> BTreeMap<String, String> {
+    let dir = std::env::var("RIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".rig"));
+    let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}/env: {e}; run `scripts/rig up` first",
+            dir.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().trim_start_matches("export ").split_once('=')?;
+            Some((k.to_string(), v.trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+fn short_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:06x}", (nanos ^ std::process::id()) & 0xffffff)
+}
+
+fn loopback_only(url: &str) {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', ':']).next())
+        .unwrap_or("");
+    assert!(
+        host == "127.0.0.1",
+        "refusing to talk to {url}: the benchmark stays on 127.0.0.1"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The private emulator
+
+struct Emulator {
+    /// Killed when the benchmark ends (kill_on_drop).
+    _child: tokio::process::Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    async fn start(python: &str, timeout: Duration) -> Emulator {
+        let dir = out_dir();
+        let port_file = dir.join(format!("emulator-{}.port", short_id()));
+        let _ = std::fs::remove_file(&port_file);
+        let log = std::fs::File::create(dir.join("emulator.log")).expect("emulator log");
+        let child = tokio::process::Command::new(python)
+            .arg(repo_root().join("tests/emulator/harness.py"))
+            .args(["--host", "127.0.0.1", "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .args([
+                "--region",
+                "us-east-1",
+                "--pending-seconds",
+                "0",
+                "--deleting-seconds",
+                "0",
+                "--deleted-seconds",
+                "0",
+                "--quiet",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {python} tests/emulator/harness.py: {e}"));
+        let started = Instant::now();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = loop {
+            assert!(
+                started.elapsed() < timeout,
+                "the emulator did not start (see target/bench/emulator.log)"
+            );
+            if let Ok(p) = std::fs::read_to_string(&port_file)
+                && let Ok(port) = p.trim().parse::<u16>()
+            {
+                let url = format!("http://127.0.0.1:{port}");
+                if http
+                    .get(format!("{url}/_harness/health"))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    break url;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _ = std::fs::remove_file(&port_file);
+        loopback_only(&url);
+        Emulator {
+            _child: child,
+            url,
+            http,
+        }
+    }
+
+    async fn calls(&self) -> BTreeMap<String, u64> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_harness/calls", self.url))
+            .send()
+            .await
+            .expect("emulator calls")
+            .json()
+            .await
+            .expect("emulator calls json");
+        serde_json::from_value(v["calls"].clone()).unwrap_or_default()
+    }
+
+    fn ec2(&self) -> aws_sdk_ec2::Client {
+        let creds =
+            aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "bench");
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(&self.url)
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+}
+
+/// One VPC (DNS support and hostnames on) with a subnet in each of three AZs.
+async fn network(ec2: &aws_sdk_ec2::Client) -> (String, Vec<String>) {
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.42.0.0/16")
+        .send()
+        .await
+        .expect("create vpc");
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    for support in [true, false] {
+        let on = AttributeBooleanValue::builder().value(true).build();
+        let req = ec2.modify_vpc_attribute().vpc_id(&vpc_id);
+        let req = if support {
+            req.enable_dns_support(on)
+        } else {
+            req.enable_dns_hostnames(on)
+        };
+        req.send().await.expect("vpc dns attribute");
+    }
+    let mut subnets = Vec::new();
+    for (i, az) in ["a", "b", "c"].iter().enumerate() {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.42.{}.0/24", i + 1))
+            .availability_zone(format!("us-east-1{az}"))
+            .send()
+            .await
+            .expect("create subnet");
+        subnets.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    (vpc_id, subnets)
+}
+
+/// Endpoints (not deleted) and security groups in the VPC that carry the owner tag.
+async fn tagged_left(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> (usize, usize) {
+    let filters = || {
+        vec![
+            Filter::builder().name("vpc-id").values(vpc_id).build(),
+            Filter::builder().name("tag-key").values(OWNER_TAG).build(),
+        ]
+    };
+    let mut endpoints = 0;
+    let mut token = None;
+    loop {
+        let out = ec2
+            .describe_vpc_endpoints()
+            .set_filters(Some(filters()))
+            .set_next_token(token)
+            .send()
+            .await
+            .expect("describe endpoints");
+        endpoints += out
+            .vpc_endpoints()
+            .iter()
+            .filter(|e| {
+                e.state()
+                    .is_none_or(|s| !s.as_str().eq_ignore_ascii_case("deleted"))
+            })
+            .count();
+        token = out.next_token().filter(|t| !t.is_empty()).map(String::from);
+        if token.is_none() {
+            break;
+        }
+    }
+    let groups = ec2
+        .describe_security_groups()
+        .set_filters(Some(filters()))
+        .send()
+        .await
+        .expect("describe groups")
+        .security_groups()
+        .len();
+    (endpoints, groups)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator process
+
+struct Operator {
+    child: tokio::process::Child,
+    pid: u32,
+    port: u16,
+    args: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Operator {
+    fn start(
+        args: &Args,
+        env: &BTreeMap<String, String>,
+        emulator: &str,
+        ns: &str,
+        limiter: bool,
+    ) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let argv: Vec<String> = [
+            "run",
+            "--watch-namespaces",
+            ns,
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--resync-seconds",
+            &args.resync_seconds.to_string(),
+            "--pending-requeue-ms",
+            &args.pending_requeue_ms.to_string(),
+            "--concurrency",
+            &args.concurrency.to_string(),
+            "--ec2-rate-limit",
+            if limiter { "true" } else { "false" },
+            "--log-level",
+            "info",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = std::fs::File::create(out_dir().join(format!("operator-{ns}.log"))).unwrap();
+        let child = tokio::process::Command::new(OPERATOR)
+            .args(&argv)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &env["KUBECONFIG"])
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL_EC2", emulator)
+            .env("POD_NAMESPACE", ns)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the operator");
+        let pid = child.id().expect("operator pid");
+        Operator {
+            child,
+            pid,
+            port,
+            args: argv,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn command_line(&self) -> String {
+        format!("bedrock-privatelink-operator {}", self.args.join(" "))
+    }
+
+    async fn wait_ready(&self, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("http://127.0.0.1:{}/readyz", self.port))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(started.elapsed() < timeout, "operator not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metrics(&self) -> Metrics {
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .expect("operator /metrics")
+            .text()
+            .await
+            .expect("operator /metrics text");
+        Metrics::parse(&text)
+    }
+
+    /// utime + stime of the process, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+        (ticks(11) + ticks(12)) / clock_ticks()
+    }
+
+    /// (VmHWM, VmRSS) in MiB.
+    fn memory_mib(&self) -> (f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The counters the benchmark reads from the operator's /metrics.
+#[derive(Default, Clone, Debug)]
+struct Metrics {
+    /// bpl_ec2_calls_total by operation (all outcomes).
+    ec2_calls: BTreeMap<String, f64>,
+    ec2_attempts: BTreeMap<String, f64>,
+    ec2_throttles: f64,
+    /// bpl_kube_requests_total by verb.
+    kube_requests: BTreeMap<String, f64>,
+    /// bpl_kube_requests_total by verb and resource.
+    kube_by_resource: BTreeMap<String, f64>,
+    reconciles: f64,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let mut m = Metrics::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let label = |key: &str| {
+                labels.split(',').find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    (k == key).then(|| v.trim_matches('"').to_string())
+                })
+            };
+            match name {
+                "bpl_ec2_calls_total" => {
+                    *m.ec2_calls
+                        .entry(label("operation").unwrap_or_default())
+                        .or_default() += value
+                }
+                "bpl_ec2_attempts_total" => {
+                    *m.ec2_attempts
+                        .entry(label("operation").unwrap_or_default())
+                        .or_default() += value
+                }
+                "bpl_ec2_throttles_total" => m.ec2_throttles += value,
+                "bpl_kube_requests_total" => {
+                    let verb = label("verb").unwrap_or_default();
+                    *m.kube_requests.entry(verb.clone()).or_default() += value;
+                    let key = format!("{verb} {}", label("resource").unwrap_or_default());
+                    *m.kube_by_resource.entry(key).or_default() += value;
+                }
+                "bpl_reconciles_total" => m.reconciles += value,
+                _ => {}
+            }
+        }
+        m
+    }
+
+    fn minus(&self, before: &Metrics) -> Metrics {
+        let sub = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| {
+            a.iter()
+                .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0.0)))
+                .filter(|(_, v)| *v != 0.0)
+                .collect()
+        };
+        Metrics {
+            ec2_calls: sub(&self.ec2_calls, &before.ec2_calls),
+            ec2_attempts: sub(&self.ec2_attempts, &before.ec2_attempts),
+            ec2_throttles: self.ec2_throttles - before.ec2_throttles,
+            kube_requests: sub(&self.kube_requests, &before.kube_requests),
+            kube_by_resource: sub(&self.kube_by_resource, &before.kube_by_resource),
+            reconciles: self.reconciles - before.reconciles,
+        }
+    }
+}
+
+fn minus_calls(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    a.iter()
+        .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v != 0)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching objects
+
+#[derive(Default)]
+struct Seen {
+    ready_at: HashMap<String, Instant>,
+    gone_at: HashMap<String, Instant>,
+}
+
+/// Follows one namespace's objects through a watch and records when each first became
+/// Ready=True and when it was deleted.
+struct Tracker {
+    seen: Arc<Mutex<Seen>>,
+    notify: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn is_ready(o: &BedrockPrivateLink) -> bool {
+    o.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+impl Tracker {
+    async fn start(api: Api<BedrockPrivateLink>) -> Tracker {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let notify = Arc::new(Notify::new());
+        let (init_tx, init_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn({
+            let (seen, notify) = (seen.clone(), notify.clone());
+            async move {
+                let mut init = Some(init_tx);
+                let mut stream = watcher(api, watcher::Config::default()).boxed();
+                while let Some(ev) = stream.next().await {
+                    let now = Instant::now();
+                    match ev {
+                        Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                            if is_ready(&o) {
+                                seen.lock()
+                                    .unwrap()
+                                    .ready_at
+                                    .entry(o.name_any())
+                                    .or_insert(now);
+                            }
+                        }
+                        Ok(watcher::Event::Delete(o)) => {
+                            seen.lock()
+                                .unwrap()
+                                .gone_at
+                                .entry(o.name_any())
+                                .or_insert(now);
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = init.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(watcher::Event::Init) => {}
+                        Err(e) => {
+                            eprintln!("bench watch: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    notify.notify_waiters();
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(30), init_rx).await;
+        Tracker { seen, notify, task }
+    }
+
+    /// Waits until `done` holds for what was seen; false on timeout.
+    async fn wait(&self, timeout: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.seen.lock().unwrap()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(&self.seen.lock().unwrap());
+            }
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes helpers
+
+async fn kube_client(env: &BTreeMap<String, String>) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"]).expect("read the rig's kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    loopback_only(&config.cluster_url.to_string());
+    Client::try_from(config).expect("kube client")
+}
+
+/// Applies crds/bedrockprivatelink.yaml (server-side) and waits until it is established.
+async fn install_crd(client: &Client, timeout: Duration) {
+    let text = std::fs::read_to_string(repo_root().join("crds/bedrockprivatelink.yaml"))
+        .expect("read crds/bedrockprivatelink.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD yaml");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply("bpl-bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the CRD");
+    let started = Instant::now();
+    loop {
+        let c = api.get(&name).await.expect("get CRD");
+        let established = c.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        if established {
+            return;
+        }
+        assert!(started.elapsed() < timeout, "CRD not established");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("bench-{prefix}-{}", short_id());
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .expect("create namespace");
+    name
+}
+
+fn object(ns: &str, name: &str, vpc_id: &str, subnets: &[String]) -> BedrockPrivateLink {
+    serde_json::from_value(json!({
+        "apiVersion": "bedrock.privatelink.io/v1alpha1",
+        "kind": "BedrockPrivateLink",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"vpcId": vpc_id, "subnets": {"ids": subnets}, "privateDns": false},
+    }))
+    .expect("valid object")
+}
+
+/// Creates `names` with at most `in_flight` requests at once.
+async fn create_all(
+    api: &Api<BedrockPrivateLink>,
+    ns: &str,
+    names: &[String],
+    vpc_id: &str,
+    subnets: &[String],
+    in_flight: usize,
+) {
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let obj = object(ns, &name, vpc_id, subnets);
+            async move { api.create(&PostParams::default(), &obj).await }
+        })
+        .buffer_unordered(in_flight.max(1))
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .expect("create objects");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+struct Report {
+    rows: Vec<[String; 3]>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn section(&mut self, title: &str) {
+        self.rows
+            .push([format!("**{title}**"), String::new(), String::new()]);
+    }
+
+    fn row(&mut self, what: &str, value: String, target: &str) {
+        self.rows
+            .push([what.to_string(), value, target.to_string()]);
+        println!("  {what}: {}", self.rows.last().unwrap()[1]);
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::from("| measure | value | target |\n| --- | --- | --- |\n");
+        for r in &self.rows {
+            s.push_str(&format!("| {} | {} | {} |\n", r[0], r[1], r[2]));
+        }
+        s
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn as_f64(calls: &BTreeMap<String, u64>) -> BTreeMap<String, f64> {
+    calls.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
+}
+
+fn per_object(calls: &BTreeMap<String, f64>, n: usize) -> String {
+    let total: f64 = calls.values().sum();
+    let parts: Vec<String> = calls
+        .iter()
+        .map(|(k, v)| format!("{k} {:.2}", v / n as f64))
+        .collect();
+    format!("{:.2} ({})", total / n as f64, parts.join(", "))
+}
+
+/// Whether the emulator's counts match the operator's bpl_ec2_calls_total (and, where they do
+/// not, whether they match its bpl_ec2_attempts_total: the SDK retried).
+fn agree(emulator: &BTreeMap<String, u64>, metrics: &Metrics) -> String {
+    let mut diffs = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        emulator.keys().chain(metrics.ec2_calls.keys()).collect();
+    for k in keys {
+        let e = emulator.get(k).copied().unwrap_or(0) as f64;
+        let m = metrics.ec2_calls.get(k).copied().unwrap_or(0.0);
+        let a = metrics.ec2_attempts.get(k).copied().unwrap_or(0.0);
+        if (e - m).abs() > 0.5 {
+            diffs.push(format!(
+                "{k}: emulator {e} vs operator calls {m} / attempts {a}"
+            ));
+        }
+    }
+    if diffs.is_empty() {
+        "yes (every action)".into()
+    } else {
+        format!("NO: {}", diffs.join("; "))
+    }
+}
+
+fn machine() -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    vec![
+        ("nproc".into(), nproc.to_string()),
+        ("CPU".into(), model),
+        ("memory".into(), mem),
+        ("kernel".into(), kernel),
+        (
+            "load average at start".into(),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+struct Bench {
+    args: Args,
+    env: BTreeMap<String, String>,
+    client: Client,
+    emulator: Emulator,
+    ec2: aws_sdk_ec2::Client,
+    vpc_id: String,
+    subnets: Vec<String>,
+    timeout: Duration,
+    report: Report,
+    operator_lines: Vec<String>,
+}
+
+impl Bench {
+    fn operator(&mut self, ns: &str, limiter: bool) -> Operator {
+        let op = Operator::start(&self.args, &self.env, &self.emulator.url, ns, limiter);
+        let line = op.command_line();
+        let generic = line
+            .replace(ns, "<ns>")
+            .replace(&op.port.to_string(), "<port>");
+        if !self.operator_lines.contains(&generic) {
+            self.operator_lines.push(generic);
+        }
+        op
+    }
+
+    async fn latency(&mut self) {
+        let runs = self.args.latency_runs;
+        println!("== apply-to-Ready latency of one object, {runs} runs");
+        let ns = namespace(&self.client, "latency").await;
+        let op = self.operator(&ns, false);
+        op.wait_ready(self.timeout).await;
+        let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
+        let tracker = Tracker::start(api.clone()).await;
+        let mut ready = Vec::new();
+        let mut gone = Vec::new();
+        for i in 0..runs {
+            let name = format!("lat-{i:03}");
+            let obj = object(&ns, &name, &self.vpc_id, &self.subnets);
+            let t0 = Instant::now();
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("create");
+            let ok = tracker
+                .wait(self.timeout, |s| s.ready_at.contains_key(&name))
+                .await;
+            assert!(ok, "{name} did not become Ready");
+            let at = tracker.seen.lock().unwrap().ready_at[&name];
+            ready.push((at - t0).as_secs_f64() * 1000.0);
+            let t1 = Instant::now();
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .expect("delete");
+            let ok = tracker
+                .wait(self.timeout, |s| s.gone_at.contains_key(&name))
+                .await;
+            assert!(ok, "{name} was not deleted");
+            let at = tracker.seen.lock().unwrap().gone_at[&name];
+            gone.push((at - t1).as_secs_f64() * 1000.0);
+        }
+        ready.sort_by(f64::total_cmp);
+        gone.sort_by(f64::total_cmp);
+        self.report.section(&format!(
+            "One object, {runs} runs (create, wait Ready via watch, delete)"
+        ));
+        self.report.row(
+            "apply-to-Ready p50 / p99 / max",
+            format!(
+                "{:.0} / {:.0} / {:.0} ms",
+                percentile(&ready, 50.0),
+                percentile(&ready, 99.0),
+                ready.last().copied().unwrap_or(f64::NAN)
+            ),
+            "p50 <= 300 ms",
+        );
+        self.report.row(
+            "delete-to-gone p50 / p99",
+            format!(
+                "{:.0} / {:.0} ms",
+                percentile(&gone, 50.0),
+                percentile(&gone, 99.0)
+            ),
+            "",
+        );
+        op.stop().await;
+    }
+
+    async fn bulk(&mut self, n: usize) {
+        println!("== {n} objects at once");
+        let ns = namespace(&self.client, &format!("n{n}")).await;
+        let op = self.operator(&ns, false);
+        op.wait_ready(self.timeout).await;
+        let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
+        let tracker = Tracker::start(api.clone()).await;
+        let names: Vec<String> = (0..n).map(|i| format!("obj-{i:04}")).collect();
+
+        // Apply N at once.
+        let calls0 = self.emulator.calls().await;
+        let metrics0 = op.metrics().await;
+        let cpu0 = op.cpu_seconds();
+        let t0 = Instant::now();
+        create_all(
+            &api,
+            &ns,
+            &names,
+            &self.vpc_id,
+            &self.subnets,
+            self.args.apply_concurrency,
+        )
+        .await;
+        let applied = t0.elapsed();
+        let ok = tracker
+            .wait(self.timeout, |s| {
+                names.iter().all(|n| s.ready_at.contains_key(n))
+            })
+            .await;
+        let ready_count = tracker.seen.lock().unwrap().ready_at.len();
+        assert!(ok, "only {ready_count} of {n} objects became Ready");
+        let all_ready = {
+            let seen = tracker.seen.lock().unwrap();
+            names.iter().map(|n| seen.ready_at[n]).max().unwrap() - t0
+        };
+        // Let the reconciles that Ready itself triggers (status write, ConfigMap) finish.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let calls1 = self.emulator.calls().await;
+        let metrics1 = op.metrics().await;
+        let cpu1 = op.cpu_seconds();
+        let create_calls = minus_calls(&calls1, &calls0);
+        let create_metrics = metrics1.minus(&metrics0);
+        let (hwm_create, _) = op.memory_mib();
+
+        self.report.section(&format!(
+            "{n} objects applied at once (driver: {} creates in flight)",
+            self.args.apply_concurrency
+        ));
+        self.report.row(
+            "time until all Ready",
+            format!(
+                "{:.1} s (creates sent in {:.1} s)",
+                all_ready.as_secs_f64(),
+                applied.as_secs_f64()
+            ),
+            if n >= 1000 { "<= 60 s" } else { "" },
+        );
+        self.report.row(
+            "EC2 calls per object, emulator",
+            per_object(&as_f64(&create_calls), n),
+            "<= 8",
+        );
+        self.report.row(
+            "EC2 calls per object, operator bpl_ec2_calls_total",
+            per_object(&create_metrics.ec2_calls, n),
+            "",
+        );
+        self.report.row(
+            "emulator and operator agree",
+            agree(&create_calls, &create_metrics),
+            "",
+        );
+        self.report.row(
+            "API server requests per object (bpl_kube_requests_total)",
+            per_object(&create_metrics.kube_requests, n),
+            "",
+        );
+        self.report.notes.push(format!(
+            "{n} objects, create phase, API server requests by verb and resource: {}",
+            create_metrics
+                .kube_by_resource
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.report.row(
+            "reconciles per object; operator CPU",
+            format!(
+                "{:.2}; {:.2} s",
+                create_metrics.reconciles / n as f64,
+                cpu1 - cpu0
+            ),
+            "",
+        );
+
+        // Steady state.
+        if self.args.steady_seconds > 0 {
+            let secs = self.args.steady_seconds;
+            println!("   steady state for {secs} s");
+            let calls0 = self.emulator.calls().await;
+            let metrics0 = op.metrics().await;
+            let cpu0 = op.cpu_seconds();
+            let t = Instant::now();
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let elapsed = t.elapsed().as_secs_f64();
+            let calls1 = self.emulator.calls().await;
+            let metrics1 = op.metrics().await;
+            let cpu = op.cpu_seconds() - cpu0;
+            let (hwm, rss) = op.memory_mib();
+            let steady_calls = minus_calls(&calls1, &calls0);
+            let steady_metrics = metrics1.minus(&metrics0);
+            let resyncs = elapsed / self.args.resync_seconds as f64;
+            let per: BTreeMap<String, f64> = steady_calls
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as f64 / resyncs))
+                .collect();
+            let still_ready = api
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items.iter().filter(|o| is_ready(o)).count())
+                .unwrap_or(0);
+            self.report.section(&format!(
+                "{n} objects, steady state {secs} s, resync {} s ({resyncs:.1} resync periods)",
+                self.args.resync_seconds
+            ));
+            self.report.row(
+                "EC2 calls per object per resync (emulator delta)",
+                per_object(&per, n),
+                "<= 1",
+            );
+            self.report.row(
+                "emulator and operator agree",
+                agree(&steady_calls, &steady_metrics),
+                "",
+            );
+            self.report.row(
+                "API server requests per object per resync",
+                per_object(
+                    &steady_metrics
+                        .kube_requests
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v / resyncs))
+                        .collect::<BTreeMap<_, _>>(),
+                    n,
+                ),
+                "",
+            );
+            self.report.row(
+                "reconciles per object per resync",
+                format!("{:.2}", steady_metrics.reconciles / n as f64 / resyncs),
+                "",
+            );
+            self.report.row(
+                "operator CPU",
+                format!(
+                    "{cpu:.2} s in {elapsed:.0} s ({:.2} % of one core; {:.1} ms per object per resync)",
+                    cpu / elapsed * 100.0,
+                    cpu * 1000.0 / n as f64 / resyncs
+                ),
+                "near zero",
+            );
+            self.report.row(
+                "RSS peak (VmHWM) / settled (VmRSS)",
+                format!("{hwm:.1} / {rss:.1} MiB (peak by the end of creating: {hwm_create:.1})"),
+                if n >= 1000 { "<= 40 MiB" } else { "" },
+            );
+            self.report.row(
+                "still Ready at the end",
+                format!("{still_ready} of {n}"),
+                "",
+            );
+        }
+
+        // Delete N.
+        let calls0 = self.emulator.calls().await;
+        let metrics0 = op.metrics().await;
+        let t0 = Instant::now();
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .expect("delete collection");
+        let ok = tracker
+            .wait(self.timeout, |s| {
+                names.iter().all(|n| s.gone_at.contains_key(n))
+            })
+            .await;
+        assert!(ok, "not every object was deleted");
+        let objects_gone = t0.elapsed();
+        let delete_calls = minus_calls(&self.emulator.calls().await, &calls0);
+        let delete_metrics = op.metrics().await.minus(&metrics0);
+        let mut left = tagged_left(&self.ec2, &self.vpc_id).await;
+        while left != (0, 0) && t0.elapsed() < self.timeout {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            left = tagged_left(&self.ec2, &self.vpc_id).await;
+        }
+        let all_gone = t0.elapsed();
+        self.report.section(&format!("Delete {n}"));
+        self.report.row(
+            "time until all objects gone / nothing tagged left in EC2",
+            format!(
+                "{:.1} s / {:.1} s ({} endpoints, {} groups left)",
+                objects_gone.as_secs_f64(),
+                all_gone.as_secs_f64(),
+                left.0,
+                left.1
+            ),
+            "",
+        );
+        self.report.row(
+            "EC2 calls per object, emulator",
+            per_object(&as_f64(&delete_calls), n),
+            "",
+        );
+        self.report.row(
+            "emulator and operator agree",
+            agree(&delete_calls, &delete_metrics),
+            "",
+        );
+        self.report.row(
+            "API server requests per object",
+            per_object(&delete_metrics.kube_requests, n),
+            "",
+        );
+        op.stop().await;
+    }
+
+    async fn limiter(&mut self) {
+        let n = self.args.limiter_objects;
+        println!("== {n} objects at once, EC2 limiter on");
+        let ns = namespace(&self.client, "limiter").await;
+        let op = self.operator(&ns, true);
+        op.wait_ready(self.timeout).await;
+        let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
+        let tracker = Tracker::start(api.clone()).await;
+        let names: Vec<String> = (0..n).map(|i| format!("lim-{i:03}")).collect();
+        let calls0 = self.emulator.calls().await;
+        let t0 = Instant::now();
+        create_all(
+            &api,
+            &ns,
+            &names,
+            &self.vpc_id,
+            &self.subnets,
+            self.args.apply_concurrency,
+        )
+        .await;
+        let ok = tracker
+            .wait(self.timeout, |s| {
+                names.iter().all(|n| s.ready_at.contains_key(n))
+            })
+            .await;
+        assert!(ok, "not every object became Ready with the limiter on");
+        let took = {
+            let seen = tracker.seen.lock().unwrap();
+            names.iter().map(|n| seen.ready_at[n]).max().unwrap() - t0
+        };
+        let m = op.metrics().await;
+        let calls = minus_calls(&self.emulator.calls().await, &calls0);
+        let creates = calls.get("CreateVpcEndpoint").copied().unwrap_or(0) as f64;
+        // CreateVpcEndpoint bucket: burst 4, refill 0.3/s.
+        let floor = ((creates - 4.0).max(0.0) / 0.3).max(0.0);
+        self.report.section(&format!("{n} objects at once, EC2 limiter ON (AWS's buckets; CreateVpcEndpoint burst 4, refill 0.3/s)"));
+        self.report.row(
+            "time until all Ready",
+            format!(
+                "{:.1} s (bucket floor for {creates} creates: {floor:.1} s)",
+                took.as_secs_f64()
+            ),
+            "close to the bucket rate",
+        );
+        self.report.row(
+            "throttling errors (bpl_ec2_throttles_total)",
+            format!("{}", m.ec2_throttles),
+            "0",
+        );
+        self.report
+            .row("EC2 calls per object", per_object(&as_f64(&calls), n), "");
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .expect("delete collection");
+        let ok = tracker
+            .wait(self.timeout, |s| {
+                names.iter().all(|n| s.gone_at.contains_key(n))
+            })
+            .await;
+        let t = Instant::now();
+        let mut left = tagged_left(&self.ec2, &self.vpc_id).await;
+        while left != (0, 0) && t.elapsed() < self.timeout {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            left = tagged_left(&self.ec2, &self.vpc_id).await;
+        }
+        self.report.row(
+            "delete: all gone / left in EC2",
+            format!("{ok} / {} endpoints, {} groups", left.0, left.1),
+            "",
+        );
+        op.stop().await;
+    }
+}
+
+fn main() {
+    let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.phase_timeout_seconds);
+    let env = rig_env();
+    let python = args.python.clone().unwrap_or_else(|| {
+        format!(
+            "{}/.cache/bpl-rig/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let client = kube_client(&env).await;
+    install_crd(&client, timeout).await;
+    let emulator = Emulator::start(&python, Duration::from_secs(60)).await;
+    let ec2 = emulator.ec2();
+    let (vpc_id, subnets) = network(&ec2).await;
+    let machine = machine();
+    let invocation = format!(
+        "cargo bench --bench operator -- {}",
+        std::env::args()
+            .skip(1)
+            .filter(|a| a != "--bench")
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("bench: {invocation}");
+    for (k, v) in &machine {
+        println!("  {k}: {v}");
+    }
+    let mut b = Bench {
+        args: args.clone(),
+        env,
+        client,
+        emulator,
+        ec2,
+        vpc_id,
+        subnets,
+        timeout,
+        report: Report {
+            rows: Vec::new(),
+            notes: Vec::new(),
+        },
+        operator_lines: Vec::new(),
+    };
+    if args.latency_runs > 0 {
+        b.latency().await;
+    }
+    for &n in args.objects.iter().filter(|n| **n > 0) {
+        b.bulk(n).await;
+    }
+    if args.limiter_objects > 0 {
+        b.limiter().await;
+    }
+
+    let mut out = String::new();
+    out.push_str(&format!("Command: `{}`\n\n", invocation.trim()));
+    out.push_str("Operator (release build; one process per scenario, `<ns>` its namespace):\n");
+    for l in &b.operator_lines {
+        out.push_str(&format!("- `{l}`\n"));
+    }
+    out.push_str(
+        "\nEmulator: `python tests/emulator/harness.py --host 127.0.0.1 --port 0 --pending-seconds 0 --deleting-seconds 0 --deleted-seconds 0 --quiet` (private to the run); API server: the rig's kube-apiserver v1.36.\n\n",
+    );
+    out.push_str("Machine: ");
+    out.push_str(
+        &machine
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    out.push_str("\n\n");
+    out.push_str(&b.report.markdown());
+    if !b.report.notes.is_empty() {
+        out.push('\n');
+        for n in &b.report.notes {
+            out.push_str(&format!("- {n}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\nTotal run time {:.0} s.\n",
+        started.elapsed().as_secs_f64()
+    ));
+    println!("\n{out}");
+    let path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| out_dir().join("report.md"));
+    write_report(&path, &out);
+    drop(b);
+}
+
+fn write_report(path: &Path, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("could not write {}: {e}", path.display());
+    } else {
+        println!("report written to {}", path.display());
+    }
+}
