@@ -1010,11 +1010,21 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
         t.elapsed(),
     ));
     assert_ne!(replacement, group_id);
-    let o = wait_converged(&rig, &ns, "drift", Duration::from_secs(20)).await;
-    assert_eq!(
-        o.status.as_ref().unwrap().security_group_id.as_deref(),
-        Some(replacement.as_str())
-    );
+    wait_converged(&rig, &ns, "drift", Duration::from_secs(20)).await;
+    // The status may trail the replacement by one reconcile; it must catch up.
+    let api = rig.bpls(&ns);
+    eventually(
+        Duration::from_secs(20),
+        "status to name the replacement group",
+        || {
+            let (api, want) = (api.clone(), replacement.clone());
+            async move {
+                let o = api.get("drift").await.ok()?;
+                (o.status?.security_group_id.as_deref() == Some(want.as_str())).then_some(())
+            }
+        },
+    )
+    .await;
 
     eprintln!("drift test (resync {RESYNC:?}):");
     for (what, took) in &report {
