@@ -66,6 +66,11 @@ struct Args {
     /// Python of the rig's venv (runs tests/emulator/harness.py).
     #[arg(long, env = "BPL_VENV_PYTHON")]
     python: Option<String>,
+    /// Profiling: run the operator under this command, e.g. "heaptrack -o target/bench/heap"
+    /// or "perf record -g -o target/bench/perf.data" (CPU and RSS figures are then the
+    /// wrapper's, not the operator's).
+    #[arg(long, allow_hyphen_values = true)]
+    operator_prefix: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -81,11 +86,15 @@ fn out_dir() -> PathBuf {
     d
 }
 
+fn rig_dir() -> PathBuf {
+    std::env::var("RIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".rig"))
+}
+
 /// `.rig/env` as a map (the rig writes `export K="V"` lines).
 fn rig_env() -> BTreeMap<String, String> {
-    let dir = std::env::var("RIG_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join(".rig"));
+    let dir = rig_dir();
     let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
         panic!(
             "cannot read {}/env: {e}; run `scripts/rig up` first",
@@ -126,6 +135,7 @@ fn loopback_only(url: &str) {
 struct Emulator {
     /// Killed when the benchmark ends (kill_on_drop).
     _child: tokio::process::Child,
+    pid: u32,
     url: String,
     http: reqwest::Client,
 }
@@ -181,6 +191,7 @@ impl Emulator {
         let _ = std::fs::remove_file(&port_file);
         loopback_only(&url);
         Emulator {
+            pid: child.id().unwrap_or(0),
             _child: child,
             url,
             http,
@@ -334,7 +345,21 @@ impl Operator {
         .map(|s| s.to_string())
         .collect();
         let log = std::fs::File::create(out_dir().join(format!("operator-{ns}.log"))).unwrap();
-        let child = tokio::process::Command::new(OPERATOR)
+        let prefix: Vec<&str> = args
+            .operator_prefix
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = tokio::process::Command::new(first);
+                c.args(rest).arg(OPERATOR);
+                c
+            }
+            None => tokio::process::Command::new(OPERATOR),
+        };
+        let child = cmd
             .args(&argv)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -365,7 +390,7 @@ impl Operator {
         format!("bedrock-privatelink-operator {}", self.args.join(" "))
     }
 
-    async fn wait_ready(&self, timeout: Duration) {
+    async fn wait_ready(&mut self, timeout: Duration) {
         let started = Instant::now();
         loop {
             if let Ok(r) = self
@@ -375,10 +400,26 @@ impl Operator {
                 .await
                 && r.status().is_success()
             {
-                return;
+                break;
             }
             assert!(started.elapsed() < timeout, "operator not ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Under a profiling prefix the process we started is the wrapper: follow the operator.
+        let needle = format!("127.0.0.1:{}", self.port);
+        if let Some(pid) = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with(OPERATOR) && c.contains(&needle)
+                })
+            })
+        {
+            self.pid = pid;
         }
     }
 
@@ -395,19 +436,20 @@ impl Operator {
         Metrics::parse(&text)
     }
 
-    /// utime + stime of the process, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-        (ticks(11) + ticks(12)) / clock_ticks()
+        cpu_seconds(self.pid)
     }
 
-    /// (VmHWM, VmRSS) in MiB.
-    fn memory_mib(&self) -> (f64, f64) {
+    /// "VmHWM / VmRSS MiB (anon A, file F)": peak and current resident memory, the current
+    /// split into anonymous memory (heap, stacks) and file pages (the binary's code and data,
+    /// shared with other processes running it).
+    fn memory(&self) -> String {
+        let (hwm, rss, anon, file) = self.memory_mib();
+        format!("{hwm:.1} / {rss:.1} MiB (anon {anon:.1}, file {file:.1})")
+    }
+
+    /// (VmHWM, VmRSS, RssAnon, RssFile) in MiB.
+    fn memory_mib(&self) -> (f64, f64, f64, f64) {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let kib = |key: &str| {
@@ -418,7 +460,12 @@ impl Operator {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0)
+        (
+            kib("VmHWM:") / 1024.0,
+            kib("VmRSS:") / 1024.0,
+            kib("RssAnon:") / 1024.0,
+            kib("RssFile:") / 1024.0,
+        )
     }
 
     async fn stop(mut self) {
@@ -433,6 +480,17 @@ impl Operator {
             let _ = self.child.wait().await;
         }
     }
+}
+
+/// utime + stime of a process, in seconds (0 if it cannot be read).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    (ticks(11) + ticks(12)) / clock_ticks()
 }
 
 fn clock_ticks() -> f64 {
@@ -760,19 +818,37 @@ fn per_object(calls: &BTreeMap<String, f64>, n: usize) -> String {
     format!("{:.2} ({})", total / n as f64, parts.join(", "))
 }
 
-/// Whether the emulator's counts match the operator's bpl_ec2_calls_total (and, where they do
-/// not, whether they match its bpl_ec2_attempts_total: the SDK retried).
-fn agree(emulator: &BTreeMap<String, u64>, metrics: &Metrics) -> String {
+/// A point in a run: the operator's metrics just before and just after the emulator's counters.
+struct Snap {
+    before: Metrics,
+    calls: BTreeMap<String, u64>,
+    after: Metrics,
+    at: Instant,
+    /// CPU seconds: operator, emulator, kube-apiserver + etcd.
+    cpu: [f64; 3],
+}
+
+/// Whether the emulator's counts over a phase match the operator's bpl_ec2_calls_total. Calls
+/// in flight at a snapshot are counted by the emulator (on arrival) before the operator (on the
+/// answer), so the operator's count is bracketed by the snapshots taken around the emulator's.
+fn agree(s0: &Snap, s1: &Snap) -> String {
+    let emulator = minus_calls(&s1.calls, &s0.calls);
+    let low = s1.before.minus(&s0.after);
+    let high = s1.after.minus(&s0.before);
     let mut diffs = Vec::new();
-    let keys: std::collections::BTreeSet<&String> =
-        emulator.keys().chain(metrics.ec2_calls.keys()).collect();
+    let keys: std::collections::BTreeSet<&String> = emulator
+        .keys()
+        .chain(low.ec2_calls.keys())
+        .chain(high.ec2_calls.keys())
+        .collect();
     for k in keys {
         let e = emulator.get(k).copied().unwrap_or(0) as f64;
-        let m = metrics.ec2_calls.get(k).copied().unwrap_or(0.0);
-        let a = metrics.ec2_attempts.get(k).copied().unwrap_or(0.0);
-        if (e - m).abs() > 0.5 {
+        let lo = low.ec2_calls.get(k).copied().unwrap_or(0.0);
+        let hi = high.ec2_calls.get(k).copied().unwrap_or(0.0);
+        if e < lo - 0.5 || e > hi + 0.5 {
+            let attempts = high.ec2_attempts.get(k).copied().unwrap_or(0.0);
             diffs.push(format!(
-                "{k}: emulator {e} vs operator calls {m} / attempts {a}"
+                "{k}: emulator {e} vs operator {lo}..{hi} (attempts {attempts})"
             ));
         }
     }
@@ -836,6 +912,8 @@ struct Bench {
     timeout: Duration,
     report: Report,
     operator_lines: Vec<String>,
+    /// kube-apiserver and etcd of the rig (shared with whatever else runs on it).
+    rig_pids: Vec<u32>,
 }
 
 impl Bench {
@@ -855,7 +933,7 @@ impl Bench {
         let runs = self.args.latency_runs;
         println!("== apply-to-Ready latency of one object, {runs} runs");
         let ns = namespace(&self.client, "latency").await;
-        let op = self.operator(&ns, false);
+        let mut op = self.operator(&ns, false);
         op.wait_ready(self.timeout).await;
         let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
         let tracker = Tracker::start(api.clone()).await;
@@ -912,19 +990,81 @@ impl Bench {
         op.stop().await;
     }
 
+    /// Operator metrics before and after reading the emulator's counters (the emulator counts
+    /// a call when it arrives, the operator when it is answered), and CPU of the processes.
+    async fn snap(&self, op: &Operator) -> Snap {
+        let before = op.metrics().await;
+        let calls = self.emulator.calls().await;
+        let after = op.metrics().await;
+        Snap {
+            before,
+            calls,
+            after,
+            at: Instant::now(),
+            cpu: [
+                op.cpu_seconds(),
+                cpu_seconds(self.emulator.pid),
+                self.rig_pids.iter().map(|p| cpu_seconds(*p)).sum(),
+            ],
+        }
+    }
+
+    fn phase_rows(&mut self, n: usize, s0: &Snap, s1: &Snap, per: f64, what: &str) {
+        let calls = minus_calls(&s1.calls, &s0.calls);
+        let metrics = s1.after.minus(&s0.after);
+        let scaled = |m: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+            m.iter().map(|(k, v)| (k.clone(), v / per)).collect()
+        };
+        self.report.row(
+            &format!("EC2 calls per object{what}, emulator"),
+            per_object(&scaled(&as_f64(&calls)), n),
+            match what {
+                "" => "<= 8",
+                " per resync" => "<= 1",
+                _ => "",
+            },
+        );
+        self.report.row(
+            &format!("EC2 calls per object{what}, operator bpl_ec2_calls_total"),
+            per_object(&scaled(&metrics.ec2_calls), n),
+            "",
+        );
+        self.report
+            .row("emulator and operator agree", agree(s0, s1), "");
+        self.report.row(
+            &format!("API server requests per object{what} (bpl_kube_requests_total)"),
+            per_object(&scaled(&metrics.kube_requests), n),
+            "",
+        );
+        self.report.row(
+            &format!("reconciles per object{what}"),
+            format!("{:.2}", metrics.reconciles / n as f64 / per),
+            "",
+        );
+        let secs = (s1.at - s0.at).as_secs_f64();
+        self.report.row(
+            "CPU seconds: operator / emulator / kube-apiserver+etcd",
+            format!(
+                "{:.2} / {:.1} / {:.1} in {secs:.0} s",
+                s1.cpu[0] - s0.cpu[0],
+                s1.cpu[1] - s0.cpu[1],
+                s1.cpu[2] - s0.cpu[2]
+            ),
+            "",
+        );
+    }
+
     async fn bulk(&mut self, n: usize) {
         println!("== {n} objects at once");
         let ns = namespace(&self.client, &format!("n{n}")).await;
-        let op = self.operator(&ns, false);
+        let mut op = self.operator(&ns, false);
         op.wait_ready(self.timeout).await;
         let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
         let tracker = Tracker::start(api.clone()).await;
         let names: Vec<String> = (0..n).map(|i| format!("obj-{i:04}")).collect();
 
         // Apply N at once.
-        let calls0 = self.emulator.calls().await;
-        let metrics0 = op.metrics().await;
-        let cpu0 = op.cpu_seconds();
+        let s0 = self.snap(&op).await;
         let t0 = Instant::now();
         create_all(
             &api,
@@ -947,14 +1087,9 @@ impl Bench {
             let seen = tracker.seen.lock().unwrap();
             names.iter().map(|n| seen.ready_at[n]).max().unwrap() - t0
         };
-        // Let the reconciles that Ready itself triggers (status write, ConfigMap) finish.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let calls1 = self.emulator.calls().await;
-        let metrics1 = op.metrics().await;
-        let cpu1 = op.cpu_seconds();
-        let create_calls = minus_calls(&calls1, &calls0);
-        let create_metrics = metrics1.minus(&metrics0);
-        let (hwm_create, _) = op.memory_mib();
+        let s1 = self.snap(&op).await;
+        let memory_create = op.memory();
+        let create_metrics = s1.after.minus(&s0.after);
 
         self.report.section(&format!(
             "{n} objects applied at once (driver: {} creates in flight)",
@@ -969,26 +1104,7 @@ impl Bench {
             ),
             if n >= 1000 { "<= 60 s" } else { "" },
         );
-        self.report.row(
-            "EC2 calls per object, emulator",
-            per_object(&as_f64(&create_calls), n),
-            "<= 8",
-        );
-        self.report.row(
-            "EC2 calls per object, operator bpl_ec2_calls_total",
-            per_object(&create_metrics.ec2_calls, n),
-            "",
-        );
-        self.report.row(
-            "emulator and operator agree",
-            agree(&create_calls, &create_metrics),
-            "",
-        );
-        self.report.row(
-            "API server requests per object (bpl_kube_requests_total)",
-            per_object(&create_metrics.kube_requests, n),
-            "",
-        );
+        self.phase_rows(n, &s0, &s1, 1.0, "");
         self.report.notes.push(format!(
             "{n} objects, create phase, API server requests by verb and resource: {}",
             create_metrics
@@ -999,12 +1115,8 @@ impl Bench {
                 .join(", ")
         ));
         self.report.row(
-            "reconciles per object; operator CPU",
-            format!(
-                "{:.2}; {:.2} s",
-                create_metrics.reconciles / n as f64,
-                cpu1 - cpu0
-            ),
+            "RSS peak (VmHWM) / current (VmRSS) when all are Ready",
+            memory_create,
             "",
         );
 
@@ -1012,23 +1124,13 @@ impl Bench {
         if self.args.steady_seconds > 0 {
             let secs = self.args.steady_seconds;
             println!("   steady state for {secs} s");
-            let calls0 = self.emulator.calls().await;
-            let metrics0 = op.metrics().await;
-            let cpu0 = op.cpu_seconds();
-            let t = Instant::now();
+            let s0 = self.snap(&op).await;
             tokio::time::sleep(Duration::from_secs(secs)).await;
-            let elapsed = t.elapsed().as_secs_f64();
-            let calls1 = self.emulator.calls().await;
-            let metrics1 = op.metrics().await;
-            let cpu = op.cpu_seconds() - cpu0;
-            let (hwm, rss) = op.memory_mib();
-            let steady_calls = minus_calls(&calls1, &calls0);
-            let steady_metrics = metrics1.minus(&metrics0);
+            let s1 = self.snap(&op).await;
+            let elapsed = (s1.at - s0.at).as_secs_f64();
+            let cpu = s1.cpu[0] - s0.cpu[0];
+            let memory = op.memory();
             let resyncs = elapsed / self.args.resync_seconds as f64;
-            let per: BTreeMap<String, f64> = steady_calls
-                .iter()
-                .map(|(k, v)| (k.clone(), *v as f64 / resyncs))
-                .collect();
             let still_ready = api
                 .list(&ListParams::default())
                 .await
@@ -1038,37 +1140,11 @@ impl Bench {
                 "{n} objects, steady state {secs} s, resync {} s ({resyncs:.1} resync periods)",
                 self.args.resync_seconds
             ));
-            self.report.row(
-                "EC2 calls per object per resync (emulator delta)",
-                per_object(&per, n),
-                "<= 1",
-            );
-            self.report.row(
-                "emulator and operator agree",
-                agree(&steady_calls, &steady_metrics),
-                "",
-            );
-            self.report.row(
-                "API server requests per object per resync",
-                per_object(
-                    &steady_metrics
-                        .kube_requests
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v / resyncs))
-                        .collect::<BTreeMap<_, _>>(),
-                    n,
-                ),
-                "",
-            );
-            self.report.row(
-                "reconciles per object per resync",
-                format!("{:.2}", steady_metrics.reconciles / n as f64 / resyncs),
-                "",
-            );
+            self.phase_rows(n, &s0, &s1, resyncs, " per resync");
             self.report.row(
                 "operator CPU",
                 format!(
-                    "{cpu:.2} s in {elapsed:.0} s ({:.2} % of one core; {:.1} ms per object per resync)",
+                    "{:.2} % of one core ({:.2} ms per object per resync)",
                     cpu / elapsed * 100.0,
                     cpu * 1000.0 / n as f64 / resyncs
                 ),
@@ -1076,7 +1152,7 @@ impl Bench {
             );
             self.report.row(
                 "RSS peak (VmHWM) / settled (VmRSS)",
-                format!("{hwm:.1} / {rss:.1} MiB (peak by the end of creating: {hwm_create:.1})"),
+                memory,
                 if n >= 1000 { "<= 40 MiB" } else { "" },
             );
             self.report.row(
@@ -1086,9 +1162,24 @@ impl Bench {
             );
         }
 
+        // Profiling: what the profiled operator still holds here is everything live with N
+        // objects (heaptrack reports it as leaked); a plain operator does the deleting.
+        let op = if self.args.operator_prefix.is_some() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &op.pid.to_string()])
+                .status();
+            op.stop().await;
+            let prefix = self.args.operator_prefix.take();
+            let mut fresh = self.operator(&ns, false);
+            self.args.operator_prefix = prefix;
+            fresh.wait_ready(self.timeout).await;
+            fresh
+        } else {
+            op
+        };
+
         // Delete N.
-        let calls0 = self.emulator.calls().await;
-        let metrics0 = op.metrics().await;
+        let s0 = self.snap(&op).await;
         let t0 = Instant::now();
         api.delete_collection(&DeleteParams::default(), &ListParams::default())
             .await
@@ -1100,8 +1191,7 @@ impl Bench {
             .await;
         assert!(ok, "not every object was deleted");
         let objects_gone = t0.elapsed();
-        let delete_calls = minus_calls(&self.emulator.calls().await, &calls0);
-        let delete_metrics = op.metrics().await.minus(&metrics0);
+        let s1 = self.snap(&op).await;
         let mut left = tagged_left(&self.ec2, &self.vpc_id).await;
         while left != (0, 0) && t0.elapsed() < self.timeout {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1120,21 +1210,7 @@ impl Bench {
             ),
             "",
         );
-        self.report.row(
-            "EC2 calls per object, emulator",
-            per_object(&as_f64(&delete_calls), n),
-            "",
-        );
-        self.report.row(
-            "emulator and operator agree",
-            agree(&delete_calls, &delete_metrics),
-            "",
-        );
-        self.report.row(
-            "API server requests per object",
-            per_object(&delete_metrics.kube_requests, n),
-            "",
-        );
+        self.phase_rows(n, &s0, &s1, 1.0, " to delete");
         op.stop().await;
     }
 
@@ -1142,7 +1218,7 @@ impl Bench {
         let n = self.args.limiter_objects;
         println!("== {n} objects at once, EC2 limiter on");
         let ns = namespace(&self.client, "limiter").await;
-        let op = self.operator(&ns, true);
+        let mut op = self.operator(&ns, true);
         op.wait_ready(self.timeout).await;
         let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
         let tracker = Tracker::start(api.clone()).await;
@@ -1264,6 +1340,16 @@ async fn run(args: Args) {
             notes: Vec::new(),
         },
         operator_lines: Vec::new(),
+        rig_pids: ["kube-apiserver", "etcd"]
+            .iter()
+            .filter_map(|n| {
+                std::fs::read_to_string(rig_dir().join("pids").join(format!("{n}.pid")))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .collect(),
     };
     if args.latency_runs > 0 {
         b.latency().await;

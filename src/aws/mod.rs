@@ -40,6 +40,11 @@ impl AwsError {
 
 pub type AwsResult<T> = Result<T, AwsError>;
 
+/// Page size of the describes that can return a whole VPC's endpoints or groups: each page is
+/// turned into our compact facts before the next is asked for, so a VPC of a thousand
+/// endpoints never holds the whole answer (megabytes of XML and SDK types) in memory at once.
+const DESCRIBE_PAGE: i32 = 100;
+
 fn map_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     operation: &'static str,
     err: SdkError<E, R>,
@@ -364,6 +369,7 @@ impl Ec2 {
                 .client
                 .describe_security_groups()
                 .set_filters(Some(filters.clone()))
+                .max_results(DESCRIBE_PAGE)
                 .set_next_token(token.clone());
             let out = self
                 .call("DescribeSecurityGroups", async {
@@ -392,12 +398,14 @@ impl Ec2 {
 
     pub async fn describe_endpoints(&self, filters: Vec<Filter>) -> AwsResult<Vec<EndpointFacts>> {
         let mut endpoints = Vec::new();
+        let mut policies = Policies::default();
         let mut token: Option<String> = None;
         loop {
             let req = self
                 .client
                 .describe_vpc_endpoints()
                 .set_filters(Some(filters.clone()))
+                .max_results(DESCRIBE_PAGE)
                 .set_next_token(token.clone());
             let out = self
                 .call("DescribeVpcEndpoints", async {
@@ -406,7 +414,11 @@ impl Ec2 {
                         .map_err(|e| map_err("DescribeVpcEndpoints", e))
                 })
                 .await?;
-            endpoints.extend(out.vpc_endpoints().iter().map(endpoint_facts));
+            endpoints.extend(
+                out.vpc_endpoints()
+                    .iter()
+                    .map(|e| endpoint_facts(e, &mut policies)),
+            );
             token = out
                 .next_token()
                 .filter(|t| !t.is_empty())
@@ -547,7 +559,7 @@ impl Ec2 {
             })
             .await?;
         out.vpc_endpoint()
-            .map(endpoint_facts)
+            .map(|e| endpoint_facts(e, &mut Policies::default()))
             .ok_or_else(|| AwsError {
                 operation: "CreateVpcEndpoint",
                 code: "EmptyResponse".into(),
@@ -649,7 +661,10 @@ impl ModifyEndpoint {
     }
 }
 
-fn endpoint_facts(e: &aws_sdk_ec2::types::VpcEndpoint) -> EndpointFacts {
+/// Parsed policy documents by their text, so equal documents are parsed and held once.
+type Policies = std::collections::HashMap<String, Option<Arc<serde_json::Value>>>;
+
+fn endpoint_facts(e: &aws_sdk_ec2::types::VpcEndpoint, policies: &mut Policies) -> EndpointFacts {
     EndpointFacts {
         id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
         service_name: e.service_name().unwrap_or_default().to_string(),
@@ -667,7 +682,12 @@ fn endpoint_facts(e: &aws_sdk_ec2::types::VpcEndpoint) -> EndpointFacts {
             .filter_map(|g| g.group_id().map(str::to_string))
             .collect(),
         private_dns: e.private_dns_enabled().unwrap_or(false),
-        policy: e.policy_document().and_then(crate::policy::parse_observed),
+        policy: e.policy_document().and_then(|doc| {
+            policies
+                .entry(doc.to_string())
+                .or_insert_with(|| crate::policy::parse_observed(doc).map(Arc::new))
+                .clone()
+        }),
         dns_names: e
             .dns_entries()
             .iter()

@@ -1,6 +1,7 @@
 //! What the operator knows about EC2, in plain types with no SDK in them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -98,7 +99,9 @@ pub struct EndpointFacts {
     pub subnet_ids: BTreeSet<String>,
     pub group_ids: BTreeSet<String>,
     pub private_dns: bool,
-    pub policy: Option<Value>,
+    /// Shared by the endpoints of one describe that carry the same document (a VPC's thousand
+    /// endpoints usually hold a handful of distinct policies).
+    pub policy: Option<Arc<Value>>,
     pub dns_names: Vec<String>,
     pub network_interface_ids: Vec<String>,
     pub last_error: Option<String>,

@@ -82,6 +82,15 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         entries.insert(key, (Instant::now(), v));
     }
 
+    /// Drops expired entries (inserts do too; this frees them when nothing is inserted).
+    pub async fn prune(&self) {
+        let ttl = self.ttl;
+        self.entries
+            .lock()
+            .await
+            .retain(|_, (at, _)| at.elapsed() < ttl);
+    }
+
     pub async fn invalidate(&self, key: &K) {
         self.entries.lock().await.remove(key);
     }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,6 +26,7 @@ use crate::publish;
 use crate::telemetry::Metrics;
 
 pub mod cache;
+pub mod events;
 pub mod observe;
 pub mod plan;
 pub mod status;
@@ -150,6 +151,23 @@ impl Caches {
     fn changed_at(&self, uid: &str) -> Option<Instant> {
         self.changed.lock().expect("changed lock").get(uid).copied()
     }
+
+    /// Frees expired answers: after a resync sweep nothing else would until the next one.
+    async fn prune(&self) {
+        self.vpcs.prune().await;
+        self.subnets.prune().await;
+        self.endpoints.prune().await;
+        self.groups.prune().await;
+        self.seen_endpoints.prune().await;
+        self.seen_groups.prune().await;
+        self.written.prune().await;
+        self.cleaned.prune().await;
+        let ttl = self.endpoints.ttl();
+        self.changed
+            .lock()
+            .expect("changed lock")
+            .retain(|_, at| at.elapsed() < ttl);
+    }
 }
 
 /// How long a reconcile that is not a steady-state resync may reuse VPC and subnet answers
@@ -169,7 +187,7 @@ pub struct SeenEndpoints {
 pub struct Context {
     pub client: Client,
     pub ec2: Ec2,
-    pub recorder: Recorder,
+    pub recorder: events::Recorder,
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub config_maps: Option<Store<ConfigMap>>,
@@ -183,12 +201,12 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, ec2: Ec2, metrics: Arc<Metrics>, config: Config) -> Self {
         let config_for_caches = config.clone();
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::Recorder::new(
+                client.clone(),
+                MANAGER,
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
             ec2,
             metrics,
@@ -221,14 +239,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = self
+            .recorder
+            .publish(type_, reason, action, note, &obj.object_ref(&()))
+            .await
+        {
             tracing::warn!(error = %e, "could not publish event");
         }
     }
@@ -1534,6 +1549,16 @@ pub async fn run(
     let mut ctx = ctx;
     ctx.config_maps = Some(cm_store.clone());
     let ctx = Arc::new(ctx);
+    tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let every = ctx.caches.endpoints.ttl();
+            loop {
+                tokio::time::sleep(every).await;
+                ctx.caches.prune().await;
+            }
+        }
+    });
 
     let apis: Vec<Api<DeserializeGuard<BedrockPrivateLink>>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]

@@ -420,7 +420,9 @@ mod tests {
             subnet_ids: ["subnet-a", "subnet-b"].map(String::from).into(),
             group_ids: ["sg-1".to_string()].into(),
             private_dns: true,
-            policy: Some(policy::render(None, "us-east-1").unwrap()),
+            policy: Some(std::sync::Arc::new(
+                policy::render(None, "us-east-1").unwrap(),
+            )),
             ..Default::default()
         }
     }
@@ -440,9 +442,9 @@ mod tests {
         );
         // Same policy written differently: nothing.
         let mut reworded = endpoint("vpce-1", "Available");
-        reworded.policy = Some(
+        reworded.policy = Some(std::sync::Arc::new(
             json!({"Statement":{"Effect":"Allow","Principal":{"AWS":"*"},"Resource":"*","Action":["bedrock:InvokeModelWithResponseStream","bedrock:InvokeModel"],"Sid":"BedrockInvoke"},"Version":"2012-10-17"}),
-        );
+        ));
         assert!(plan_endpoints(&d, &[reworded], &groups, &owner()).is_empty());
         // Pending: wait, change nothing.
         let mut pending = endpoint("vpce-1", "pending");
@@ -456,9 +458,9 @@ mod tests {
         drifted.subnet_ids = ["subnet-a", "subnet-c"].map(String::from).into();
         drifted.group_ids = ["sg-1", "sg-foreign"].map(String::from).into();
         drifted.private_dns = false;
-        drifted.policy = Some(
+        drifted.policy = Some(std::sync::Arc::new(
             json!({"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Principal":"*"}]}),
-        );
+        ));
         let plan = plan_endpoints(&d, &[drifted], &groups, &owner());
         let EndpointAction::Modify(m) = &plan[0] else {
             panic!("{plan:?}")
