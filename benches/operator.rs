@@ -828,14 +828,17 @@ struct Snap {
     cpu: [f64; 3],
 }
 
-/// Whether the emulator's counts over a phase match the operator's bpl_ec2_calls_total. Calls
-/// in flight at a snapshot are counted by the emulator (on arrival) before the operator (on the
-/// answer), so the operator's count is bracketed by the snapshots taken around the emulator's.
+/// Whether the emulator's counts over a phase match the operator's bpl_ec2_calls_total. The
+/// emulator counts a call when it arrives, the operator when it is answered, so the operator's
+/// count is bracketed by the snapshots taken around the emulator's; a call still in flight at a
+/// snapshot (a page of a whole-VPC describe can take seconds with a thousand endpoints) can put
+/// them one or two apart, which is reported as such.
 fn agree(s0: &Snap, s1: &Snap) -> String {
     let emulator = minus_calls(&s1.calls, &s0.calls);
     let low = s1.before.minus(&s0.after);
     let high = s1.after.minus(&s0.before);
     let mut diffs = Vec::new();
+    let mut worst: f64 = 0.0;
     let keys: std::collections::BTreeSet<&String> = emulator
         .keys()
         .chain(low.ec2_calls.keys())
@@ -845,7 +848,9 @@ fn agree(s0: &Snap, s1: &Snap) -> String {
         let e = emulator.get(k).copied().unwrap_or(0) as f64;
         let lo = low.ec2_calls.get(k).copied().unwrap_or(0.0);
         let hi = high.ec2_calls.get(k).copied().unwrap_or(0.0);
-        if e < lo - 0.5 || e > hi + 0.5 {
+        let off = (lo - e).max(e - hi).max(0.0);
+        if off > 0.5 {
+            worst = worst.max(off);
             let attempts = high.ec2_attempts.get(k).copied().unwrap_or(0.0);
             diffs.push(format!(
                 "{k}: emulator {e} vs operator {lo}..{hi} (attempts {attempts})"
@@ -854,6 +859,11 @@ fn agree(s0: &Snap, s1: &Snap) -> String {
     }
     if diffs.is_empty() {
         "yes (every action)".into()
+    } else if worst <= 2.5 {
+        format!(
+            "yes, but for calls in flight at a snapshot: {}",
+            diffs.join("; ")
+        )
     } else {
         format!("NO: {}", diffs.join("; "))
     }
