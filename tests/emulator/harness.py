@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import io
 import ipaddress
@@ -68,8 +69,68 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.core import responses as moto_responses  # noqa: E402
+from moto.ec2.models.core import TaggedEC2Resource  # noqa: E402
+from moto.ec2.models.tags import TagBackend  # noqa: E402
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
 
 LOG = logging.getLogger("bpl-harness")
+
+
+# ------------------------------------------------------------ moto, faster
+# With thousands of resources moto spends its time in a few places whose answers
+# never change; these replacements give the same results without the scans.
+# perf.py measures them (see README.md).
+
+_MOTO_GET_TAGS = TaggedEC2Resource.get_tags
+_FNMATCH_SPECIAL = frozenset("*?[]\\")
+
+
+def _get_tags_by_id(self: Any) -> list[dict[str, str]]:
+    """TaggedEC2Resource.get_tags without the walk over every tag of every resource.
+
+    moto asks its TagBackend for `describe_tags(filters={"resource-id": [self.id]})`,
+    which matches the id (an fnmatch pattern) against every tagged resource: for an id
+    without pattern characters only the resource itself matches, so its own tag dict,
+    in its order, is the answer.
+    """
+    rid = self.id
+    if not rid:
+        return []
+    be = self.ec2_backend
+    if (
+        not isinstance(rid, str)
+        or getattr(type(be), "describe_tags", None) is not TagBackend.describe_tags
+        or not isinstance(getattr(be, "tags", None), dict)
+        or not _FNMATCH_SPECIAL.isdisjoint(rid)
+    ):
+        return _MOTO_GET_TAGS(self)
+    tags = be.tags.get(rid)
+    if not tags:
+        return []
+    rtype = EC2_PREFIX_TO_RESOURCE.get(get_prefix(rid), "")
+    return [{"resource_id": rid, "key": k, "value": v, "resource_type": rtype} for k, v in tags.items()]
+
+
+TaggedEC2Resource.get_tags = _get_tags_by_id  # type: ignore[method-assign]
+# The response classes' method names (inspect.getmembers on every request).
+moto_responses.method_names_from_class = functools.cache(moto_responses.method_names_from_class)
+
+
+def _cache_backend_for_host(app: DomainDispatcherApplication) -> None:
+    """The dispatcher maps a host to a backend by a list of regexes on every request."""
+    lookup = app.get_backend_for_host
+    known: dict[str, Any] = {}
+
+    def get_backend_for_host(host: str | None) -> Any:
+        if host is not None and host in known:
+            return known[host]
+        backend = lookup(host)
+        if host is not None and backend:
+            known[host] = backend
+        return backend
+
+    app.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 DEFAULT_REGION = "us-east-1"
@@ -90,6 +151,8 @@ HOLD_STATES = ("pending", "pendingAcceptance", "partial")
 FAIL_STATES = ("failed", "rejected", "expired")
 # States in which an endpoint still owns its private DNS domain.
 DNS_HOLDING_STATES = ("pendingAcceptance", "pending", "available", "deleting", "partial")
+# States in which tick() may still have to change an endpoint.
+UNSETTLED_STATES = ("pending", "pendingAcceptance", "partial", "deleting", "deleted")
 # States from which a modification puts the endpoint back into `pending`.
 MODIFY_TO_PENDING_STATES = ("pending", "available", "partial")
 
@@ -152,6 +215,7 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() == "true"
 
 
+@functools.lru_cache(maxsize=4096)
 def _aws_wildcard(pattern: str) -> re.Pattern[str]:
     """EC2 filter values: `*` any run, `?` one char, `\\` escapes."""
     out, i = [], 0
@@ -166,13 +230,22 @@ def _aws_wildcard(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + "$", re.DOTALL)
 
 
+def _is_literal(pattern: str) -> bool:
+    return "*" not in pattern and "?" not in pattern and "\\" not in pattern
+
+
 def _matches_any(value: Any, patterns: list[str]) -> bool:
     values = value if isinstance(value, (list, tuple, set)) else [value]
     for v in values:
         if v is None:
             continue
+        s = str(v)
         for p in patterns:
-            if _aws_wildcard(p).match(str(v)):
+            if _is_literal(p):
+                # What the anchored regex of a literal matches (`$` also before a final newline).
+                if s == p or (s[-1:] == "\n" and s[:-1] == p):
+                    return True
+            elif _aws_wildcard(p).match(s):
                 return True
     return False
 
@@ -289,6 +362,7 @@ class Harness:
         self.started = time.time()
 
         self.moto_app = DomainDispatcherApplication(create_backend_app)
+        _cache_backend_for_host(self.moto_app)
         self.ec2_model = get_service_model("ec2")
         self.serializer_cls = get_serializer_class("ec2", "ec2")
 
@@ -316,6 +390,11 @@ class Harness:
                 moto_api_backend.reset()
                 self.config = copy.deepcopy(self._initial_config)
                 self.meta: dict[str, EndpointMeta] = {}
+                # Endpoints tick() must look at: every one whose meta was touched since tick
+                # last found it settled (available/failed/... with no hold). Settled endpoints
+                # need nothing from tick until the harness changes them, which it does only
+                # after `_meta_for`, so the clock costs O(endpoints in motion), not O(all).
+                self.unsettled: dict[str, None] = {}
                 self.tokens: dict[tuple[str, str], TokenRecord] = {}
                 self.sg_linger: list[tuple[str, str, float]] = []  # (region, sg id, until)
                 self.service_azs: dict[str, list[str]] = {}
@@ -427,6 +506,7 @@ class Harness:
         if m is None:
             m = EndpointMeta(region=region, suffix=self._suffix(), private_zone_id=self._zone_id())
             self.meta[ep.id] = m
+        self.unsettled[ep.id] = None
         return m
 
     def _suffix(self) -> str:
@@ -441,39 +521,50 @@ class Harness:
         """Advance every endpoint's state to what the clock says."""
         with self.lock:
             now = time.monotonic()
-            for ep_id, m in list(self.meta.items()):
+            for ep_id in list(self.unsettled):
+                m = self.meta.get(ep_id)
+                if m is None:
+                    del self.unsettled[ep_id]
+                    continue
                 be = self._backend(m.region)
                 ep = be.vpc_end_points.get(ep_id)
                 if ep is None:
                     del self.meta[ep_id]
+                    del self.unsettled[ep_id]
                     continue
-                if m.hold_state and m.hold_until is not None and now >= m.hold_until:
-                    m.hold_state, m.hold_until = None, None
+                self._tick_one(be, ep, m, now)
+                if ep_id in self.meta and not m.hold_state and ep.state not in UNSETTLED_STATES:
+                    del self.unsettled[ep_id]  # nothing for tick to do until it is touched again
+
+    def _tick_one(self, be: Any, ep: Any, m: EndpointMeta, now: float) -> None:
+        ep_id = ep.id
+        if m.hold_state and m.hold_until is not None and now >= m.hold_until:
+            m.hold_state, m.hold_until = None, None
+        state = ep.state
+        if state == "deleting":
+            if m.deleting_until is not None and now >= m.deleting_until:
+                self._finish_delete(be, ep, m, now)
+                if ep_id not in self.meta:
+                    return  # vanished at once (deleted_seconds == 0)
                 state = ep.state
-                if state == "deleting":
-                    if m.deleting_until is not None and now >= m.deleting_until:
-                        self._finish_delete(be, ep, m, now)
-                        if ep_id not in self.meta:
-                            continue  # vanished at once (deleted_seconds == 0)
-                        state = ep.state
-                if state == "deleted":
-                    if m.vanish_at is not None and now >= m.vanish_at:
-                        be.vpc_end_points.pop(ep_id, None)
-                        del self.meta[ep_id]
-                    continue
-                if state == "deleting":
-                    continue
-                if m.hold_state:
-                    ep.state = m.hold_state
-                    continue
-                if state in ("pending", "pendingAcceptance", "partial") and now >= m.pending_until:
-                    if m.fail_after_pending:
-                        f = m.fail_after_pending
-                        m.fail_after_pending = None
-                        ep.state = f["state"]
-                        ep.last_error = {"Code": f["code"], "Message": f["message"]}
-                    else:
-                        ep.state = "available"
+        if state == "deleted":
+            if m.vanish_at is not None and now >= m.vanish_at:
+                be.vpc_end_points.pop(ep_id, None)
+                del self.meta[ep_id]
+            return
+        if state == "deleting":
+            return
+        if m.hold_state:
+            ep.state = m.hold_state
+            return
+        if state in ("pending", "pendingAcceptance", "partial") and now >= m.pending_until:
+            if m.fail_after_pending:
+                f = m.fail_after_pending
+                m.fail_after_pending = None
+                ep.state = f["state"]
+                ep.last_error = {"Code": f["code"], "Message": f["message"]}
+            else:
+                ep.state = "available"
 
     def _finish_delete(self, be: Any, ep: Any, m: EndpointMeta, now: float) -> None:
         if self.config.eni_linger_seconds > 0:
