@@ -26,8 +26,10 @@ import functools
 import hashlib
 import io
 import ipaddress
+import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -70,9 +72,11 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
     create_backend_app,
 )
 from moto.core import responses as moto_responses  # noqa: E402
+from moto.ec2.models import security_groups as moto_security_groups  # noqa: E402
 from moto.ec2.models.core import TaggedEC2Resource  # noqa: E402
 from moto.ec2.models.tags import TagBackend  # noqa: E402
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
+from moto.ec2.utils import is_tag_filter as moto_is_tag_filter  # noqa: E402
 
 LOG = logging.getLogger("bpl-harness")
 
@@ -115,6 +119,83 @@ def _get_tags_by_id(self: Any) -> list[dict[str, str]]:
 TaggedEC2Resource.get_tags = _get_tags_by_id  # type: ignore[method-assign]
 # The response classes' method names (inspect.getmembers on every request).
 moto_responses.method_names_from_class = functools.cache(moto_responses.method_names_from_class)
+
+
+@functools.lru_cache(maxsize=4096)
+def _api_pattern(pattern: str) -> re.Pattern[str]:
+    """moto.core.utils.aws_api_matches's regex for a pattern, compiled once."""
+    pattern, _ = re.subn(r"(?<!\\)\*", r".*", pattern)
+    pattern, _ = re.subn(r"(?<!\\)\?", r".?", pattern)
+    return re.compile(f"^{pattern}$")
+
+
+def _aws_api_matches(pattern: str, string: Any) -> bool:
+    return _api_pattern(pattern).match(str(string)) is not None
+
+
+# Regex metacharacters: a group filter value without any is matched by moto as `^value$`.
+_REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+
+
+def _api_literals(values: Any) -> set[str] | None:
+    """The strings `^v$` matches for each value v, if every value is free of regex syntax."""
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return None
+    if any(not _REGEX_SPECIAL.isdisjoint(v) for v in values):
+        return None
+    return {v for v in values} | {v + "\n" for v in values}
+
+
+def _get_security_group_from_id(self: Any, group_id: str) -> Any:
+    """moto scans every group of every VPC; it keeps each group under its id."""
+    for groups in list(self.groups.values()):
+        group = groups.get(group_id)
+        if group is not None and group.id == group_id:
+            return group
+    return None
+
+
+def _describe_security_groups(
+    self: Any,
+    group_ids: list[str] | None = None,
+    groupnames: list[str] | None = None,
+    filters: Any = None,
+) -> list[Any]:
+    """moto 5.2.5's describe_security_groups, with exact group-name / group-id filter
+    values applied first by a set lookup (what moto's anchored regex matches) before
+    moto's own filter code runs on what is left."""
+    all_groups = self.groups.copy()
+    matches = list(itertools.chain(*[x.copy().values() for x in all_groups.values()]))
+    if group_ids:
+        matches = [grp for grp in matches if grp.id in group_ids]
+        if len(group_ids) > len(matches):
+            unknown_ids = set(group_ids) - set(matches)
+            raise moto_security_groups.InvalidSecurityGroupNotFoundError(unknown_ids)
+    if groupnames:
+        matches = [grp for grp in matches if grp.name in groupnames]
+        if len(groupnames) > len(matches):
+            unknown_names = set(groupnames) - set(matches)
+            raise moto_security_groups.InvalidSecurityGroupNotFoundError(unknown_names)
+    if filters:
+        # Only when moto knows every filter name: otherwise which groups get as far as
+        # the unknown name (and fail there) must stay as in moto.
+        if (
+            isinstance(filters, dict)
+            and matches
+            and all(k in matches[0].filters or moto_is_tag_filter(k) for k in filters)
+        ):
+            for key, attr in (("group-name", "group_name"), ("group-id", "id"), ("vpc-id", "vpc_id")):
+                allowed = _api_literals(filters.get(key)) if key in filters else None
+                if allowed is not None:
+                    matches = [grp for grp in matches if str(getattr(grp, attr)) in allowed]
+        matches = [grp for grp in matches if grp.matches_filters(filters)]
+    return matches
+
+
+if moto.__version__ == "5.2.5":  # the replacements copy this version's code
+    moto_security_groups.aws_api_matches = _aws_api_matches
+    moto_security_groups.SecurityGroupBackend.get_security_group_from_id = _get_security_group_from_id
+    moto_security_groups.SecurityGroupBackend.describe_security_groups = _describe_security_groups
 
 
 def _cache_backend_for_host(app: DomainDispatcherApplication) -> None:
@@ -369,6 +450,7 @@ class Harness:
         self.lock = threading.RLock()  # EC2 model + harness state
         self.stats_lock = threading.Lock()  # counters + faults
         self._svc_cache: dict[str, list[dict[str, Any]]] = {}
+        self._svc_index: dict[str, dict[str, dict[str, Any]]] = {}  # region -> name -> first entry
         self._names = random.Random()  # DNS suffixes, zone ids (not the fault RNG)
 
         self.handlers = {
@@ -394,7 +476,10 @@ class Harness:
                 # last found it settled (available/failed/... with no hold). Settled endpoints
                 # need nothing from tick until the harness changes them, which it does only
                 # after `_meta_for`, so the clock costs O(endpoints in motion), not O(all).
-                self.unsettled: dict[str, None] = {}
+                # Each maps to the monotonic time from which tick() has work for it.
+                self.unsettled: dict[str, float] = {}
+                # Per region: (backend, ENI ids, subnet id -> primary ENI addresses).
+                self._eni_ips: dict[str, tuple[Any, set[str], dict[str, set[Any]]]] = {}
                 self.tokens: dict[tuple[str, str], TokenRecord] = {}
                 self.sg_linger: list[tuple[str, str, float]] = []  # (region, sg id, until)
                 self.service_azs: dict[str, list[str]] = {}
@@ -506,7 +591,7 @@ class Harness:
         if m is None:
             m = EndpointMeta(region=region, suffix=self._suffix(), private_zone_id=self._zone_id())
             self.meta[ep.id] = m
-        self.unsettled[ep.id] = None
+        self.unsettled[ep.id] = -math.inf
         return m
 
     def _suffix(self) -> str:
@@ -521,20 +606,38 @@ class Harness:
         """Advance every endpoint's state to what the clock says."""
         with self.lock:
             now = time.monotonic()
-            for ep_id in list(self.unsettled):
+            backends: dict[str, Any] = {}
+            for ep_id, due in list(self.unsettled.items()):
+                if now < due:
+                    continue
                 m = self.meta.get(ep_id)
                 if m is None:
                     del self.unsettled[ep_id]
                     continue
-                be = self._backend(m.region)
+                be = backends.get(m.region)
+                if be is None:
+                    be = backends[m.region] = self._backend(m.region)
                 ep = be.vpc_end_points.get(ep_id)
                 if ep is None:
                     del self.meta[ep_id]
                     del self.unsettled[ep_id]
                     continue
                 self._tick_one(be, ep, m, now)
-                if ep_id in self.meta and not m.hold_state and ep.state not in UNSETTLED_STATES:
-                    del self.unsettled[ep_id]  # nothing for tick to do until it is touched again
+                if ep_id not in self.meta or (not m.hold_state and ep.state not in UNSETTLED_STATES):
+                    del self.unsettled[ep_id]  # gone, or nothing to do until it is touched again
+                else:
+                    self.unsettled[ep_id] = self._due(ep, m)
+
+    @staticmethod
+    def _due(ep: Any, m: EndpointMeta) -> float:
+        """When _tick_one next has something to do for an endpoint nobody touches."""
+        if m.hold_state:  # held: only the end of the hold changes anything
+            return m.hold_until if m.hold_until is not None else math.inf
+        if ep.state == "deleting":
+            return m.deleting_until if m.deleting_until is not None else math.inf
+        if ep.state == "deleted":
+            return m.vanish_at if m.vanish_at is not None else math.inf
+        return m.pending_until
 
     def _tick_one(self, be: Any, ep: Any, m: EndpointMeta, now: float) -> None:
         ep_id = ep.id
@@ -583,6 +686,26 @@ class Harness:
     def _service_catalog(self, region: str) -> list[dict[str, Any]]:
         """Endpoint services of a region, with harness additions and AZ overrides."""
         be = self._backend(region)
+        base = self._base_catalog(region)
+        zone_ids = self._zone_ids(region)
+        custom = [c.to_dict() for c in getattr(be, "configurations", {}).values()]
+        return [self._service_view(svc, zone_ids) for svc in base + custom]
+
+    def _service_view(self, svc: dict[str, Any], zone_ids: dict[str, str]) -> dict[str, Any]:
+        """A catalogue entry as described: AZ override applied, AZ ids added."""
+        azs = self.service_azs.get(svc["ServiceName"])
+        if azs is not None or "AvailabilityZoneIds" not in svc:
+            svc = dict(svc)
+            if azs is not None:
+                svc["AvailabilityZones"] = list(azs)
+            svc["AvailabilityZoneIds"] = [
+                zone_ids[a] for a in svc.get("AvailabilityZones", []) if a in zone_ids
+            ]
+        return svc
+
+    def _base_catalog(self, region: str) -> list[dict[str, Any]]:
+        """moto's default services plus the Bedrock ones, built once per region."""
+        be = self._backend(region)
         base = self._svc_cache.get(region)
         if base is None:
             base = copy.deepcopy(be._collect_default_endpoint_services(ACCOUNT_ID, region))
@@ -614,26 +737,25 @@ class Harness:
                 svc.setdefault("SupportedIpAddressTypes", ["ipv4"])
             base.sort(key=lambda s: s["ServiceName"])
             self._svc_cache[region] = base
-        zone_ids = self._zone_ids(region)
-        custom = [c.to_dict() for c in getattr(be, "configurations", {}).values()]
-        out = []
-        for svc in base + custom:
-            azs = self.service_azs.get(svc["ServiceName"])
-            if azs is not None or "AvailabilityZoneIds" not in svc:
-                svc = dict(svc)
-                if azs is not None:
-                    svc["AvailabilityZones"] = list(azs)
-                svc["AvailabilityZoneIds"] = [
-                    zone_ids[a] for a in svc.get("AvailabilityZones", []) if a in zone_ids
-                ]
-            out.append(svc)
-        return out
+            self._svc_index[region] = {}
+            for svc in base:
+                self._svc_index[region].setdefault(svc["ServiceName"], svc)
+        return base
 
     def _service(self, region: str, name: str) -> dict[str, Any] | None:
-        for svc in self._service_catalog(region):
-            if svc["ServiceName"] == name:
-                return svc
-        return None
+        """The first catalogue entry named `name` (as in _service_catalog's order)."""
+        self._base_catalog(region)
+        svc = self._svc_index[region].get(name)
+        if svc is None:
+            be = self._backend(region)
+            svc = next(
+                (d for d in (c.to_dict() for c in getattr(be, "configurations", {}).values())
+                 if d["ServiceName"] == name),
+                None,
+            )
+            if svc is None:
+                return None
+        return self._service_view(svc, self._zone_ids(region))
 
     def full_service_name(self, service: str, region: str | None = None) -> str:
         if service.startswith("com.amazonaws.") or service.startswith("aws.") or "." in service:
@@ -869,13 +991,29 @@ class Harness:
                 )
 
     # --------------------------------------------------------------- ENIs
-    def _pick_ip(self, be: Any, subnet: Any) -> str:
+    def _subnet_eni_ips(self, be: Any, region: str) -> dict[str, set[Any]]:
+        """subnet id -> primary addresses of its ENIs; rebuilt when moto's ENIs are not the
+        ones we last indexed (an ENI's subnet and primary address never change)."""
+        cached = self._eni_ips.get(region)
+        if cached is not None and cached[0] is be and be.enis.keys() == cached[1]:
+            return cached[2]
+        by_subnet: dict[str, set[Any]] = {}
+        for eni in be.enis.values():
+            by_subnet.setdefault(getattr(eni.subnet, "id", None), set()).add(eni.private_ip_address)
+        self._eni_ips[region] = (be, set(be.enis.keys()), by_subnet)
+        return by_subnet
+
+    def _note_new_eni(self, be: Any, region: str, eni: Any) -> None:
+        cached = self._eni_ips.get(region)
+        if cached is None or cached[0] is not be or eni.id in cached[1] or len(be.enis) != len(cached[1]) + 1:
+            self._eni_ips.pop(region, None)
+            return
+        cached[1].add(eni.id)
+        cached[2].setdefault(getattr(eni.subnet, "id", None), set()).add(eni.private_ip_address)
+
+    def _pick_ip(self, be: Any, subnet: Any, region: str) -> str:
         net = ipaddress.IPv4Network(subnet.cidr_block)
-        used = {
-            eni.private_ip_address
-            for eni in be.enis.values()
-            if getattr(eni.subnet, "id", None) == subnet.id
-        }
+        used = set(self._subnet_eni_ips(be, region).get(subnet.id, ()))
         for inst in getattr(be, "all_instances", lambda: [])():
             used.add(getattr(inst, "private_ip", None))
         hosts = net.num_addresses
@@ -886,14 +1024,15 @@ class Harness:
                 return ip
         return str(net.network_address + 4)
 
-    def _create_eni(self, be: Any, ep: Any, subnet_id: str) -> str:
+    def _create_eni(self, be: Any, ep: Any, subnet_id: str, region: str) -> str:
         subnet = self._get_subnet(be, subnet_id)
         eni = be.create_network_interface(
             subnet,
-            self._pick_ip(be, subnet),
+            self._pick_ip(be, subnet, region),
             group_ids=list(ep.security_group_ids),
             description=f"VPC Endpoint Interface {ep.id}",
         )
+        self._note_new_eni(be, region, eni)
         eni.interface_type = "vpc_endpoint"
         eni.requester_managed = True
         eni.requester_id = "727180483921"
@@ -1033,7 +1172,7 @@ class Harness:
             private_dns_enabled=private_dns,
         )
         ep.subnet_ids = subnet_ids
-        ep.network_interface_ids = [self._create_eni(be, ep, sid) for sid in subnet_ids]
+        ep.network_interface_ids = [self._create_eni(be, ep, sid, region) for sid in subnet_ids]
         ep.ip_address_type = p.get("IpAddressType") or "ipv4"
         ep.dns_options = {"DnsRecordIpType": "ipv4"}
         ep.requester_managed = False
@@ -1144,7 +1283,7 @@ class Harness:
                 ep.security_group_ids = list(ep.security_group_ids) + add_sgs
             for sid in add_subnets:
                 ep.subnet_ids = list(ep.subnet_ids or []) + [sid]
-                ep.network_interface_ids = list(ep.network_interface_ids) + [self._create_eni(be, ep, sid)]
+                ep.network_interface_ids = list(ep.network_interface_ids) + [self._create_eni(be, ep, sid, region)]
             if add_sgs or remove_sgs:
                 self._sync_eni_groups(be, ep)
             if pdns is not None:
@@ -1213,6 +1352,30 @@ class Harness:
             return tags.get(name[4:])
         raise Ec2Error("InvalidParameterValue", f"The filter '{name}' is invalid")
 
+    def _filter_endpoints(self, be: Any, eps: list[Any], name: str, vals: list[str]) -> list[Any]:
+        """The endpoints `name` in `vals` keeps (EC2 wildcards), in order."""
+        literals = None
+        if all(isinstance(v, str) and _is_literal(v) for v in vals):
+            # What _matches_any makes of values without wildcards, as a set lookup.
+            literals = {v for v in vals} | {v + "\n" for v in vals}
+        if literals is not None and name.startswith("tag:"):
+            key, tags, none = name[4:], be.tags, {}
+            out = []
+            for ep in eps:
+                value = tags.get(ep.id, none).get(key)
+                if value in literals if type(value) is str else _matches_any(value, vals):
+                    out.append(ep)
+            return out
+        if literals is not None and name in ("vpc-id", "vpc-endpoint-id"):
+            attr = "vpc_id" if name == "vpc-id" else "id"
+            out = []
+            for ep in eps:
+                value = getattr(ep, attr)
+                if value in literals if type(value) is str else _matches_any(value, vals):
+                    out.append(ep)
+            return out
+        return [ep for ep in eps if _matches_any(self._endpoint_filter_value(be, ep, name), vals)]
+
     @staticmethod
     def _paginate(items: list[Any], p: dict[str, Any]) -> tuple[list[Any], str | None]:
         start = 0
@@ -1252,7 +1415,7 @@ class Harness:
         for flt in p.get("Filters") or []:
             name = flt.get("Name", "")
             vals = flt.get("Values") or []
-            eps = [ep for ep in eps if _matches_any(self._endpoint_filter_value(be, ep, name), vals)]
+            eps = self._filter_endpoints(be, eps, name, vals)
         page, nxt = self._paginate(eps, p)
         result: dict[str, Any] = {"VpcEndpoints": page}
         if nxt:
@@ -1317,7 +1480,7 @@ class Harness:
             self.sg_linger = [x for x in self.sg_linger if x[2] > now]
             dependent = dependent or any(r == region and g == gid for r, g, _ in self.sg_linger)
             dependent = dependent or any(
-                gid in {g.id for g in eni.group_set} for eni in be.enis.values()
+                g.id == gid for eni in be.enis.values() for g in eni.group_set
             )
             if dependent and not p.get("DryRun"):
                 raise Ec2Error("DependencyViolation", f"resource {gid} has a dependent object")
