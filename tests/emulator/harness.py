@@ -1017,6 +1017,10 @@ class Harness:
         for inst in getattr(be, "all_instances", lambda: [])():
             used.add(getattr(inst, "private_ip", None))
         hosts = net.num_addresses
+        top = max(5, hosts - 1)
+        if len(used) >= top - 4 and all(str(net.network_address + k) in used for k in range(4, top)):
+            # Every candidate is taken: the 200 random tries below would all miss.
+            return str(net.network_address + 4)
         for _ in range(200):
             # AWS reserves the first four addresses and the last one.
             ip = str(net.network_address + self._names.randrange(4, max(5, hosts - 1)))

@@ -868,3 +868,174 @@ def test_dry_run(plain, hx):
     # Validation still comes first.
     assert err(create, hx.ec2, t, ("a", "a2"), DryRun=True)[0] == "InvalidParameter"
     assert plain_count == 1  # moto ignores DryRun here and creates the endpoint
+
+
+# ------------------------------------------------- speed-ups keep behaviour
+# The harness replaces a few of moto's scans (see "Speed" in README.md); these tests pin
+# that the answers stay moto's / the harness's own.
+def test_tags_rendered_as_moto_does_after_create_modify_delete(plain, hx):
+    """Tags come from a lookup by resource id instead of moto's walk over all tags."""
+    spec = [{"ResourceType": "security-group", "Tags": [{"Key": "b", "Value": "2"}, {"Key": "a", "Value": "1"}]}]
+    seen = []
+    for env in (plain, hx):
+        t = make_topology(env.ec2)
+        sg = env.ec2.create_security_group(GroupName="tg", Description="d", VpcId=t["vpc"],
+                                           TagSpecifications=spec)["GroupId"]
+        other = env.ec2.create_security_group(GroupName="tg2", Description="d", VpcId=t["vpc"])["GroupId"]
+        env.ec2.create_tags(Resources=[sg, t["a"]], Tags=[{"Key": "c", "Value": "3"}, {"Key": "a", "Value": "9"}])
+        env.ec2.delete_tags(Resources=[sg], Tags=[{"Key": "b"}])
+        env.ec2.delete_tags(Resources=[sg], Tags=[{"Key": "c", "Value": "other"}])  # value differs: kept
+
+        def tags(group_id):
+            return env.ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0].get("Tags", [])
+
+        subnet_tags = env.ec2.describe_subnets(SubnetIds=[t["a"]])["Subnets"][0].get("Tags", [])
+        described = env.ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [sg]}])["Tags"]
+        seen.append((tags(sg), tags(other), subnet_tags, [(d["Key"], d["Value"], d["ResourceType"]) for d in described]))
+    assert seen[0] == seen[1]
+    assert seen[1][0] == [{"Key": "a", "Value": "9"}, {"Key": "c", "Value": "3"}]
+    assert seen[1][1] == []
+
+    t = make_topology(hx.ec2)
+    ep = create(hx.ec2, t, TagSpecifications=[{"ResourceType": "vpc-endpoint", "Tags": [{"Key": "k", "Value": "v"}]}])
+    hx.ec2.create_tags(Resources=[ep["VpcEndpointId"]], Tags=[{"Key": "k2", "Value": "v2"}])
+    assert describe(hx.ec2, ep["VpcEndpointId"])["Tags"] == [{"Key": "k", "Value": "v"}, {"Key": "k2", "Value": "v2"}]
+    hx.ec2.delete_tags(Resources=[ep["VpcEndpointId"]], Tags=[{"Key": "k"}])
+    assert describe(hx.ec2, ep["VpcEndpointId"])["Tags"] == [{"Key": "k2", "Value": "v2"}]
+
+
+def test_get_tags_lookup_matches_moto_walk(hx):
+    be = hx.harness._backend(REGION)
+    t = make_topology(hx.ec2)
+    hx.ec2.create_tags(Resources=[t["vpc"], t["sg"]], Tags=[{"Key": "x", "Value": "1"}, {"Key": "y", "Value": ""}])
+    resources = [*be.vpcs.values(), be.get_security_group_from_id(t["sg"]), be.get_security_group_from_id(t["sg"].upper())]
+    resources = [r for r in resources if r is not None]
+    assert len(resources) == len(be.vpcs) + 1
+    for res in resources:
+        assert H._get_tags_by_id(res) == H._MOTO_GET_TAGS(res), res.id
+
+
+def test_settled_endpoints_do_not_hold_back_new_ones(hx):
+    """tick() only visits endpoints in motion; the others must still behave."""
+    t = make_topology(hx.ec2)
+    first = create(hx.ec2, t, ("a",), PrivateDnsEnabled=False)["VpcEndpointId"]
+    wait_state(hx.ec2, first, "available")
+    hx.control("POST", "config", {"pending_seconds": 0.5})
+    second = create(hx.ec2, t, ("b",), PrivateDnsEnabled=False)["VpcEndpointId"]
+    assert describe(hx.ec2, second)["State"] == "pending"
+    assert describe(hx.ec2, first)["State"] == "available"
+    time.sleep(0.25)
+    assert describe(hx.ec2, second)["State"] == "pending"
+    time.sleep(0.35)
+    assert describe(hx.ec2, second)["State"] == "available"
+    # A settled endpoint that is modified, held, failed or deleted moves again.
+    hx.ec2.modify_vpc_endpoint(VpcEndpointId=first, PolicyDocument=H.DEFAULT_POLICY)
+    assert describe(hx.ec2, first)["State"] == "pending"
+    wait_state(hx.ec2, first, "available")
+    hx.control("POST", f"endpoints/{second}/hold", {"state": "partial", "seconds": 0.3})
+    assert describe(hx.ec2, second)["State"] == "partial"
+    wait_state(hx.ec2, second, "available")
+    hx.control("POST", f"endpoints/{second}/fail", {"state": "rejected"})
+    assert describe(hx.ec2, second)["State"] == "rejected"
+    hx.ec2.delete_vpc_endpoints(VpcEndpointIds=[first, second])
+    assert wait_state(hx.ec2, first, None)[-2:] == ["deleted", None]
+    assert wait_state(hx.ec2, second, None)[-1] is None
+    assert hx.harness.unsettled == {}
+
+
+def test_exact_and_wildcard_endpoint_filters(hx):
+    t = make_topology(hx.ec2)
+    tag = lambda v: [{"ResourceType": "vpc-endpoint", "Tags": [{"Key": "o", "Value": v}]}]  # noqa: E731
+    a = create(hx.ec2, t, ("a",), PrivateDnsEnabled=False, TagSpecifications=tag("u-1"))["VpcEndpointId"]
+    b = create(hx.ec2, t, ("b",), PrivateDnsEnabled=False, TagSpecifications=tag("u-12"))["VpcEndpointId"]
+    c = create(hx.ec2, t, ("c",), PrivateDnsEnabled=False)["VpcEndpointId"]
+    other = make_topology(hx.ec2, cidr="10.30.0.0/16")
+    d = create(hx.ec2, other, ("a",), PrivateDnsEnabled=False, TagSpecifications=tag("u-1"))["VpcEndpointId"]
+
+    def ids(*filters):
+        return [e["VpcEndpointId"] for e in hx.ec2.describe_vpc_endpoints(Filters=list(filters))["VpcEndpoints"]]
+
+    assert ids({"Name": "tag:o", "Values": ["u-1"]}) == [a, d]
+    assert ids({"Name": "tag:o", "Values": ["u-12", "u-1"]}) == [a, b, d]
+    assert ids({"Name": "tag:o", "Values": ["u-1*"]}) == [a, b, d]
+    assert ids({"Name": "tag:o", "Values": ["u-?"]}) == [a, d]
+    assert ids({"Name": "tag:o", "Values": ["u-"]}) == []
+    assert ids({"Name": "tag:o", "Values": ["u-1"]}, {"Name": "vpc-id", "Values": [t["vpc"]]}) == [a]
+    assert ids({"Name": "vpc-id", "Values": [t["vpc"]]}) == [a, b, c]
+    assert ids({"Name": "vpc-id", "Values": [t["vpc"], other["vpc"]]}) == [a, b, c, d]
+    assert ids({"Name": "vpc-endpoint-id", "Values": [c, a]}) == [a, c]
+    assert ids({"Name": "tag:nope", "Values": ["*"]}) == []
+    # An unknown filter is refused while endpoints are left to test it on, as before.
+    assert err(hx.ec2.describe_vpc_endpoints, Filters=[{"Name": "vpc-id", "Values": [t["vpc"]]},
+                                                      {"Name": "bogus", "Values": ["x"]}])[0] == "InvalidParameterValue"
+    assert ids({"Name": "vpc-id", "Values": ["vpc-none"]}, {"Name": "bogus", "Values": ["x"]}) == []
+
+
+def test_literal_matching_is_the_regex_match():
+    values = ["abc", "abc\n", "ab", "abcd", "", "\n", "a.c", "x*y", "bpl-1", "bpl-12"]
+    patterns = ["abc", "", "a.c", "bpl-1", "bpl-*", "a?c", "x\\*y", "bpl-1?", "[a]", "a|b"]
+    for v in values:
+        for p in patterns:
+            assert H._matches_any(v, [p]) == bool(H._aws_wildcard(p).match(v)), (v, p)
+            from moto.core.utils import aws_api_matches
+
+            assert H._aws_api_matches(p, v) == aws_api_matches(p, v), (v, p)
+            lits = H._api_literals([p])
+            if lits is not None:
+                assert (v in lits) == aws_api_matches(p, v), (v, p)
+
+
+def test_security_group_filters_as_moto(plain, hx):
+    """DescribeSecurityGroups narrows exact group-name/group-id/vpc-id values by set lookup first."""
+    seen = []
+    for env in (plain, hx):
+        t = make_topology(env.ec2)
+        other = make_topology(env.ec2, cidr="10.30.0.0/16")
+        names = {}
+        for vpc in (t["vpc"], other["vpc"]):
+            for n in ("bpl-1", "bpl-12", "x.1"):
+                names[(vpc, n)] = env.ec2.create_security_group(GroupName=n, Description="d", VpcId=vpc)["GroupId"]
+        gid = names[(t["vpc"], "bpl-1")]
+        out = []
+        for filters in (
+            [{"Name": "group-name", "Values": ["bpl-1"]}],
+            [{"Name": "group-name", "Values": ["bpl-1", "x.1"]}, {"Name": "vpc-id", "Values": [t["vpc"]]}],
+            [{"Name": "group-name", "Values": ["bpl-*"]}, {"Name": "vpc-id", "Values": [other["vpc"]]}],
+            [{"Name": "group-name", "Values": ["x?1"]}],
+            [{"Name": "group-name", "Values": ["nope"]}],
+            [{"Name": "group-id", "Values": [gid]}],
+            [{"Name": "vpc-id", "Values": [t["vpc"]]}],
+        ):
+            groups = env.ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+            out.append(sorted((g["VpcId"] == t["vpc"], g["GroupName"].replace(t["vpc"], "VPC")) for g in groups))
+        assert env.ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]["GroupName"] == "bpl-1"
+        out.append(err(env.ec2.describe_security_groups, GroupIds=["sg-0123456789abcdef0"])[0])
+        seen.append(out)
+    assert seen[0] == seen[1]
+    assert seen[1][0] == [(False, "bpl-1"), (True, "bpl-1")]
+    # An unknown filter name fails (moto: KeyError, a 500) only once a group gets as far as it.
+    outcomes = []
+    for filters in (
+        [{"Name": "group-name", "Values": ["nope"]}, {"Name": "bogus", "Values": ["x"]}],
+        [{"Name": "group-name", "Values": ["bpl-1"]}, {"Name": "bogus", "Values": ["x"]}],
+    ):
+        try:
+            outcomes.append(len(hx.ec2.describe_security_groups(Filters=filters)["SecurityGroups"]))
+        except ClientError as e:
+            outcomes.append(e.response["Error"]["Code"])
+    assert outcomes == [0, "InternalError"]
+
+
+def test_full_subnet_falls_back_to_its_first_address(hx):
+    """ENI addresses: random free ones; once a subnet has none left, the first usable one."""
+    vpc = hx.ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnet = hx.ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.0.0/28", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    sg = hx.ec2.create_security_group(GroupName="g", Description="d", VpcId=vpc)["GroupId"]
+    ips = []
+    for _ in range(13):  # offsets 4..14 are the 11 candidates
+        ep = hx.ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=RUNTIME, VpcEndpointType="Interface",
+                                        SubnetIds=[subnet], SecurityGroupIds=[sg], PrivateDnsEnabled=False)
+        eni = ep["VpcEndpoint"]["NetworkInterfaceIds"][0]
+        ips.append(hx.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["PrivateIpAddress"])
+    assert sorted(ips[:11], key=lambda ip: int(ip.split(".")[-1])) == [f"10.40.0.{k}" for k in range(4, 15)]
+    assert ips[11:] == ["10.40.0.4", "10.40.0.4"]
