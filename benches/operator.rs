@@ -1002,6 +1002,42 @@ impl Bench {
 
     /// Operator metrics before and after reading the emulator's counters (the emulator counts
     /// a call when it arrives, the operator when it is answered), and CPU of the processes.
+    /// Creates `names` (`--apply-concurrency` in flight) and waits until every one is Ready:
+    /// how long sending the creates took, and how long until the last was Ready.
+    async fn create_until_ready(
+        &self,
+        api: &Api<BedrockPrivateLink>,
+        tracker: &Tracker,
+        ns: &str,
+        names: &[String],
+    ) -> (Duration, Duration) {
+        let t0 = Instant::now();
+        create_all(
+            api,
+            ns,
+            names,
+            &self.vpc_id,
+            &self.subnets,
+            self.args.apply_concurrency,
+        )
+        .await;
+        let applied = t0.elapsed();
+        let ok = tracker
+            .wait(self.timeout, |s| {
+                names.iter().all(|n| s.ready_at.contains_key(n))
+            })
+            .await;
+        let seen = tracker.seen.lock().unwrap();
+        assert!(
+            ok,
+            "only {} of {} objects became Ready",
+            seen.ready_at.len(),
+            names.len()
+        );
+        let last = names.iter().map(|n| seen.ready_at[n]).max().unwrap();
+        (applied, last - t0)
+    }
+
     async fn snap(&self, op: &Operator) -> Snap {
         let before = op.metrics().await;
         let calls = self.emulator.calls().await;
@@ -1075,28 +1111,7 @@ impl Bench {
 
         // Apply N at once.
         let s0 = self.snap(&op).await;
-        let t0 = Instant::now();
-        create_all(
-            &api,
-            &ns,
-            &names,
-            &self.vpc_id,
-            &self.subnets,
-            self.args.apply_concurrency,
-        )
-        .await;
-        let applied = t0.elapsed();
-        let ok = tracker
-            .wait(self.timeout, |s| {
-                names.iter().all(|n| s.ready_at.contains_key(n))
-            })
-            .await;
-        let ready_count = tracker.seen.lock().unwrap().ready_at.len();
-        assert!(ok, "only {ready_count} of {n} objects became Ready");
-        let all_ready = {
-            let seen = tracker.seen.lock().unwrap();
-            names.iter().map(|n| seen.ready_at[n]).max().unwrap() - t0
-        };
+        let (applied, all_ready) = self.create_until_ready(&api, &tracker, &ns, &names).await;
         let s1 = self.snap(&op).await;
         let memory_create = op.memory();
         let create_metrics = s1.after.minus(&s0.after);
@@ -1234,26 +1249,7 @@ impl Bench {
         let tracker = Tracker::start(api.clone()).await;
         let names: Vec<String> = (0..n).map(|i| format!("lim-{i:03}")).collect();
         let calls0 = self.emulator.calls().await;
-        let t0 = Instant::now();
-        create_all(
-            &api,
-            &ns,
-            &names,
-            &self.vpc_id,
-            &self.subnets,
-            self.args.apply_concurrency,
-        )
-        .await;
-        let ok = tracker
-            .wait(self.timeout, |s| {
-                names.iter().all(|n| s.ready_at.contains_key(n))
-            })
-            .await;
-        assert!(ok, "not every object became Ready with the limiter on");
-        let took = {
-            let seen = tracker.seen.lock().unwrap();
-            names.iter().map(|n| seen.ready_at[n]).max().unwrap() - t0
-        };
+        let (_, took) = self.create_until_ready(&api, &tracker, &ns, &names).await;
         let m = op.metrics().await;
         let calls = minus_calls(&self.emulator.calls().await, &calls0);
         let creates = calls.get("CreateVpcEndpoint").copied().unwrap_or(0) as f64;

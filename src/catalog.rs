@@ -79,23 +79,6 @@ impl BedrockService {
     pub fn env_stem(self) -> String {
         self.as_str().replace('-', "_").to_ascii_uppercase()
     }
-
-    /// Whether AWS offers a FIPS endpoint service for it (US and GovCloud regions).
-    pub fn fips_service_name(self, region: &str) -> Option<String> {
-        let fips_regions = [
-            "us-east-1",
-            "us-east-2",
-            "us-west-2",
-            "us-gov-west-1",
-            "ca-central-1",
-        ];
-        match self {
-            Self::Bedrock | Self::BedrockRuntime if fips_regions.contains(&region) => {
-                Some(format!("com.amazonaws.{region}.{}-fips", self.as_str()))
-            }
-            _ => None,
-        }
-    }
 }
 
 impl std::fmt::Display for BedrockService {

@@ -131,6 +131,29 @@ async fn create_reaches_ready_with_exactly_the_expected_aws_resources() {
     );
     assert_eq!(cm.metadata.owner_references.unwrap()[0].uid, uid);
 
+    // Someone edits or deletes the ConfigMap: the watch on it puts it back well before the
+    // next resync (30 s here).
+    let want = data.clone();
+    cms.patch(
+        "demo-bedrock",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"AWS_REGION": "eu-west-1", "EXTRA": "x"}})),
+    )
+    .await
+    .expect("edit the ConfigMap");
+    let restored = |what: &'static str| {
+        let (cms, want) = (cms.clone(), want.clone());
+        eventually(Duration::from_secs(10), what, move || {
+            let (cms, want) = (cms.clone(), want.clone());
+            async move { (cms.get("demo-bedrock").await.ok()?.data? == want).then_some(()) }
+        })
+    };
+    restored("edited ConfigMap restored").await;
+    cms.delete("demo-bedrock", &Default::default())
+        .await
+        .expect("delete the ConfigMap");
+    restored("deleted ConfigMap recreated").await;
+
     // kubectl describe tells the story.
     let (ok, out, _) = rig.kubectl(&["describe", "-n", &ns, "bedrockprivatelink", "demo"]);
     assert!(ok);

@@ -822,6 +822,10 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
     assert_ne!(new, old);
 
     // b..d. Security group rules.
+    let only_https_from_vpc = || async {
+        let g = rig.owned_groups(&uid).await;
+        (ingress_rules(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
+    };
     settled("after recreate").await;
     rig.ec2
         .revoke_security_group_ingress()
@@ -831,11 +835,7 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
         .await
         .unwrap();
     let t = Instant::now();
-    restored(&rig, limit, "ingress rule restored", || async {
-        let g = rig.owned_groups(&uid).await;
-        (ingress_rules(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
-    })
-    .await;
+    restored(&rig, limit, "ingress rule restored", only_https_from_vpc).await;
     report.push(("group's ingress rule revoked -> restored", t.elapsed()));
 
     rig.ec2
@@ -854,11 +854,7 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
         .await
         .unwrap();
     let t = Instant::now();
-    restored(&rig, limit, "foreign ingress revoked", || async {
-        let g = rig.owned_groups(&uid).await;
-        (ingress_rules(&g[0]) == vec![format!("tcp/443-443 {}", net.cidr)]).then_some(())
-    })
-    .await;
+    restored(&rig, limit, "foreign ingress revoked", only_https_from_vpc).await;
     report.push((
         "foreign ingress rules (22 and 443 from 0/0) -> revoked",
         t.elapsed(),

@@ -1329,7 +1329,7 @@ async fn publish_config(
             Some(cm) => Some((*cm).clone()),
             None => api.get_opt(&name).await.map_err(Error::Kube)?,
         };
-        if let Some(cm) = existing
+        if let Some(cm) = &existing
             && cm.labels().get(publish::OWNER_UID_LABEL) != Some(&uid)
         {
             let msg = format!(
@@ -1352,6 +1352,23 @@ async fn publish_config(
         )
         .await
         .map_err(Error::Kube)?;
+        // Server-side apply leaves keys that another manager added; remove them, or the data
+        // would differ forever (and every reconcile would write again).
+        let foreign: serde_json::Map<String, serde_json::Value> = existing
+            .iter()
+            .flat_map(|cm| cm.data.iter().flatten())
+            .filter(|(k, _)| !data.contains_key(*k))
+            .map(|(k, _)| (k.clone(), serde_json::Value::Null))
+            .collect();
+        if !foreign.is_empty() {
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "data": foreign })),
+            )
+            .await
+            .map_err(Error::Kube)?;
+        }
         if ns != &own {
             out.copies.push(ns.clone());
         }
@@ -1521,6 +1538,9 @@ async fn delete_config_map(obj: &BedrockPrivateLink, ctx: &Context) -> Result<()
     Ok(())
 }
 
+/// kubectl apply's annotation: a second copy of the spec.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Context,
@@ -1532,19 +1552,33 @@ pub async fn run(
     let concurrency = ctx.config.concurrency;
     let selector = format!("app.kubernetes.io/managed-by={}", publish::MANAGED_BY);
     let cm_api: Api<ConfigMap> = Api::all(client.clone());
+    // One watch of our ConfigMaps feeds both the store and every controller (a ConfigMap
+    // changed or deleted by someone else queues its owner): no second watch, no second copy
+    // of each event. The channels are bounded: the watch waits for the controllers.
     let (cm_store, cm_writer) = reflector::store();
+    let (cm_senders, mut cm_receivers): (Vec<_>, Vec<_>) = (0..namespaces.len().max(1))
+        .map(|_| futures::channel::mpsc::channel::<ConfigMap>(64))
+        .unzip();
     let cm_stream = reflector::reflector(
         cm_writer,
         // With backoff: without it a watch error (the API server restarting) is retried at
         // once, in a tight loop of connection attempts until the API server is back.
-        watcher(cm_api.clone(), watcher::Config::default().labels(&selector))
+        watcher(cm_api, watcher::Config::default().labels(&selector))
             .default_backoff()
             .modify(|cm| {
                 cm.managed_fields_mut().clear();
             }),
     )
-    .applied_objects()
-    .for_each(|_| futures::future::ready(()));
+    .touched_objects()
+    .fold(cm_senders, |mut senders, cm| async move {
+        if let Ok(cm) = cm {
+            for tx in &mut senders {
+                // A controller that has stopped no longer listens; nothing to do.
+                let _ = futures::SinkExt::send(tx, cm.clone()).await;
+            }
+        }
+        senders
+    });
     tokio::spawn(cm_stream);
     let mut ctx = ctx;
     ctx.config_maps = Some(cm_store.clone());
@@ -1572,18 +1606,23 @@ pub async fn run(
     let mut streams = Vec::new();
     let mut stores = Vec::new();
     for api in apis {
-        // The store keeps every object; their managedFields are most of their size and
-        // nothing here reads them.
+        // The store keeps every object; their managedFields (and kubectl's copy of the last
+        // applied spec) are most of their size and nothing here reads them.
         let (reader, writer) = reflector::store();
         let objects = reflector::reflector(
             writer,
             watcher(api, watcher::Config::default().any_semantic()).modify(|o| {
                 o.managed_fields_mut().clear();
+                o.annotations_mut().remove(LAST_APPLIED);
             }),
         )
         .applied_objects();
-        let controller = Controller::for_stream(objects, reader)
-            .owns(cm_api.clone(), watcher::Config::default().labels(&selector));
+        let controller = Controller::for_stream(objects, reader).owns_stream(
+            cm_receivers
+                .pop()
+                .expect("one channel per controller")
+                .map(Ok),
+        );
         // A namespace gaining or losing labels changes where ConfigMap copies belong.
         let objects = controller.store();
         let controller = controller
