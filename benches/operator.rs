@@ -45,8 +45,8 @@ struct Args {
     /// The operator's --resync-seconds.
     #[arg(long, default_value_t = 20)]
     resync_seconds: u64,
-    /// The operator's --concurrency.
-    #[arg(long, default_value_t = 32)]
+    /// The operator's --concurrency (8: the operator's own default).
+    #[arg(long, default_value_t = 8)]
     concurrency: u16,
     /// The operator's --pending-requeue-ms.
     #[arg(long, default_value_t = 100)]
