@@ -1007,7 +1007,9 @@ async fn drift_in_aws_is_restored_within_one_resync_period() {
     ));
     assert_ne!(replacement, group_id);
     wait_converged(&rig, &ns, "drift", Duration::from_secs(20)).await;
-    // The status may trail the replacement by one reconcile; it must catch up.
+    // The object stayed Ready throughout, so `wait_converged` can return before the reconcile
+    // that attached the replacement writes its status (EC2 shows the change first, the status
+    // write ends that reconcile): wait for the write.
     let api = rig.bpls(&ns);
     eventually(
         Duration::from_secs(20),
