@@ -390,7 +390,7 @@ async fn copies_follow_a_namespace_label_selector() {
     ]);
     // Selected by the object's author but not opted in: gets nothing.
     rig.kubectl(&["label", "namespace", &t2, &format!("{label}=yes")]);
-    let _op = rig.operator(&ns, &[]);
+    let op = rig.operator(&ns, &[]);
     create_bpl(&rig, &ns, "sel", json!({"vpcId": net.vpc_id, "subnets": {"ids": net.subnet_ids()}, "privateDns": false, "workloadConfig": {"namespaceSelector": {label.clone(): "yes"}}})).await;
     wait_ready(&rig, &ns, "sel", "True", None, T).await;
     let cms: Api<ConfigMap> = Api::namespaced(rig.client.clone(), &t1);
@@ -423,6 +423,19 @@ async fn copies_follow_a_namespace_label_selector() {
         async move { c.get_opt("sel-bedrock").await.ok()?.is_none().then_some(()) }
     })
     .await;
+    // Where copies may go comes from the operator's watch of Namespaces: reconciles ask the
+    // API server nothing about namespaces (the watch's one initial list aside).
+    let m = op.metrics().await;
+    let asked = |verb: &str| {
+        metric_sum(
+            &m,
+            "bpl_kube_requests_total",
+            &[&format!("verb=\"{verb}\""), "resource=\"namespaces\""],
+        )
+    };
+    assert!(asked("watch") >= 1.0, "{m}");
+    assert_eq!(asked("get"), 0.0, "{m}");
+    assert!(asked("list") <= 1.0, "{m}");
     delete_bpl(&rig, &ns, "sel").await;
     wait_gone(&rig, &ns, "sel", T).await;
     assert!(

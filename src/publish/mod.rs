@@ -15,13 +15,9 @@ pub const OWNER_UID_LABEL: &str = "bedrock.privatelink.io/owner-uid";
 /// BedrockPrivateLinks in other namespaces.
 pub const ACCEPT_LABEL: &str = "bedrock.privatelink.io/accept-config";
 
-/// `k=v,k2=v2` for a label selector.
-pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// Whether labels match an equality selector (every key with its value).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// The data a workload gets with `envFrom: [{configMapRef: {name: ...}}]`.
@@ -89,10 +85,7 @@ pub fn config_map(
 
 /// Whether a change to `ns` may change where `obj` publishes copies: it names or selects the
 /// namespace, or holds a copy there.
-pub fn concerns_namespace(
-    obj: &BedrockPrivateLink,
-    ns: &k8s_openapi::api::core::v1::Namespace,
-) -> bool {
+pub fn concerns_namespace(obj: &BedrockPrivateLink, ns: &impl Resource) -> bool {
     let name = ns.name_any();
     let held = obj
         .status
@@ -102,9 +95,10 @@ pub fn concerns_namespace(
         return held;
     };
     let named = wc.namespaces.iter().flatten().any(|n| *n == name);
-    let selected = wc.namespace_selector.as_ref().is_some_and(|sel| {
-        !sel.is_empty() && sel.iter().all(|(k, v)| ns.labels().get(k) == Some(v))
-    });
+    let selected = wc
+        .namespace_selector
+        .as_ref()
+        .is_some_and(|sel| !sel.is_empty() && selects(sel, ns.labels()));
     held || named || selected
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -191,6 +191,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub config_maps: Option<Store<ConfigMap>>,
+    /// Every Namespace's metadata (set by `run`): where copies may go.
+    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
     pub caches: Caches,
     failures: std::sync::Mutex<HashMap<String, u32>>,
@@ -212,6 +214,7 @@ impl Context {
             metrics,
             config,
             config_maps: None,
+            namespaces: None,
             network_cache: Mutex::default(),
             caches: Caches::new(&config_for_caches),
             failures: Default::default(),
@@ -1284,14 +1287,19 @@ async fn publish_config(
     let name = obj.config_map_name();
     let mut out = Publication::default();
     let mut targets: BTreeSet<String> = BTreeSet::from([own.clone()]);
-    let nss: Api<Namespace> = Api::all(ctx.client.clone());
     if let Some(wc) = &obj.spec.workload_config {
+        // From the store the namespace watch keeps: no API request per reconcile.
+        let namespaces = ctx
+            .namespaces
+            .as_ref()
+            .map(Store::state)
+            .unwrap_or_default();
+        let accepts = |n: &PartialObjectMeta<Namespace>| {
+            n.labels().get(publish::ACCEPT_LABEL).map(String::as_str) == Some("true")
+        };
         for ns in wc.namespaces.iter().flatten().filter(|n| **n != own) {
-            match nss.get_metadata_opt(ns).await.map_err(Error::Kube)? {
-                Some(meta)
-                    if meta.labels().get(publish::ACCEPT_LABEL).map(String::as_str)
-                        == Some("true") =>
-                {
+            match namespaces.iter().find(|n| n.name_any() == *ns) {
+                Some(n) if accepts(n) => {
                     targets.insert(ns.clone());
                 }
                 Some(_) => out.refused.push(format!(
@@ -1302,13 +1310,12 @@ async fn publish_config(
             }
         }
         if let Some(sel) = wc.namespace_selector.as_ref().filter(|s| !s.is_empty()) {
-            let mut sel = sel.clone();
-            sel.insert(publish::ACCEPT_LABEL.to_string(), "true".to_string());
-            let list = nss
-                .list_metadata(&ListParams::default().labels(&publish::label_selector(&sel)))
-                .await
-                .map_err(Error::Kube)?;
-            targets.extend(list.items.into_iter().filter_map(|n| n.metadata.name));
+            targets.extend(
+                namespaces
+                    .iter()
+                    .filter(|n| accepts(n) && publish::selects(sel, n.labels()))
+                    .map(|n| n.name_any()),
+            );
         }
     }
     for ns in &targets {
@@ -1538,6 +1545,27 @@ async fn delete_config_map(obj: &BedrockPrivateLink, ctx: &Context) -> Result<()
     Ok(())
 }
 
+/// Runs `stream` (a watch, with its reflector) and hands each object it touches to `n`
+/// receivers, one per controller. The channels are bounded: the watch waits for the
+/// controllers. A receiver that is gone (its controller stopped) is skipped.
+fn fan_out<K: Clone + Send + 'static>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    n: usize,
+) -> Vec<futures::channel::mpsc::Receiver<K>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| futures::channel::mpsc::channel::<K>(64))
+        .unzip();
+    tokio::spawn(stream.fold(senders, |mut senders, obj| async move {
+        if let Ok(obj) = obj {
+            for tx in &mut senders {
+                let _ = futures::SinkExt::send(tx, obj.clone()).await;
+            }
+        }
+        senders
+    }));
+    receivers
+}
+
 /// kubectl apply's annotation: a second copy of the spec.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -1552,36 +1580,46 @@ pub async fn run(
     let concurrency = ctx.config.concurrency;
     let selector = format!("app.kubernetes.io/managed-by={}", publish::MANAGED_BY);
     let cm_api: Api<ConfigMap> = Api::all(client.clone());
+    let controllers = namespaces.len().max(1);
     // One watch of our ConfigMaps feeds both the store and every controller (a ConfigMap
     // changed or deleted by someone else queues its owner): no second watch, no second copy
-    // of each event. The channels are bounded: the watch waits for the controllers.
+    // of each event.
     let (cm_store, cm_writer) = reflector::store();
-    let (cm_senders, mut cm_receivers): (Vec<_>, Vec<_>) = (0..namespaces.len().max(1))
-        .map(|_| futures::channel::mpsc::channel::<ConfigMap>(64))
-        .unzip();
-    let cm_stream = reflector::reflector(
-        cm_writer,
-        // With backoff: without it a watch error (the API server restarting) is retried at
-        // once, in a tight loop of connection attempts until the API server is back.
-        watcher(cm_api, watcher::Config::default().labels(&selector))
+    let mut cm_triggers = fan_out(
+        reflector::reflector(
+            cm_writer,
+            // With backoff: without it a watch error (the API server restarting) is retried at
+            // once, in a tight loop of connection attempts until the API server is back.
+            watcher(cm_api, watcher::Config::default().labels(&selector))
+                .default_backoff()
+                .modify(|cm| {
+                    cm.managed_fields_mut().clear();
+                }),
+        )
+        .touched_objects(),
+        controllers,
+    );
+    // Likewise the Namespaces' metadata: where copies may go, and a namespace gaining or
+    // losing labels changes where they belong.
+    let (ns_store, ns_writer) = reflector::store();
+    let mut ns_triggers = fan_out(
+        reflector::reflector(
+            ns_writer,
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
             .default_backoff()
-            .modify(|cm| {
-                cm.managed_fields_mut().clear();
+            .modify(|ns| {
+                ns.managed_fields_mut().clear();
             }),
-    )
-    .touched_objects()
-    .fold(cm_senders, |mut senders, cm| async move {
-        if let Ok(cm) = cm {
-            for tx in &mut senders {
-                // A controller that has stopped no longer listens; nothing to do.
-                let _ = futures::SinkExt::send(tx, cm.clone()).await;
-            }
-        }
-        senders
-    });
-    tokio::spawn(cm_stream);
+        )
+        .touched_objects(),
+        controllers,
+    );
     let mut ctx = ctx;
     ctx.config_maps = Some(cm_store.clone());
+    ctx.namespaces = Some(ns_store.clone());
     let ctx = Arc::new(ctx);
     tokio::spawn({
         let ctx = ctx.clone();
@@ -1618,17 +1656,18 @@ pub async fn run(
         )
         .applied_objects();
         let controller = Controller::for_stream(objects, reader).owns_stream(
-            cm_receivers
+            cm_triggers
                 .pop()
                 .expect("one channel per controller")
                 .map(Ok),
         );
-        // A namespace gaining or losing labels changes where ConfigMap copies belong.
         let objects = controller.store();
         let controller = controller
-            .watches(
-                Api::<Namespace>::all(client.clone()),
-                watcher::Config::default(),
+            .watches_stream(
+                ns_triggers
+                    .pop()
+                    .expect("one channel per controller")
+                    .map(Ok),
                 move |ns| {
                     objects
                         .state()
@@ -1666,6 +1705,10 @@ pub async fn run(
             {}
         }
         while tokio::time::timeout(tick, cm_store.wait_until_ready())
+            .await
+            .is_err()
+        {}
+        while tokio::time::timeout(tick, ns_store.wait_until_ready())
             .await
             .is_err()
         {}

@@ -289,8 +289,7 @@ pub fn plan_endpoints(
 /// Deterministic and request-specific: a retried identical create returns the same endpoint;
 /// AWS allows 64 ASCII characters.
 pub fn client_token(owner: &Owner, req: &CreateEndpoint) -> String {
-    let mut h = Sha256::new();
-    for part in [
+    token_of(&[
         &owner.uid,
         &req.vpc_id,
         &req.service_name,
@@ -298,7 +297,14 @@ pub fn client_token(owner: &Owner, req: &CreateEndpoint) -> String {
         &req.group_ids.join(","),
         &req.private_dns.to_string(),
         &policy::hash(&serde_json::from_str(&req.policy).unwrap_or(Value::Null)),
-    ] {
+    ])
+}
+
+/// `bpl-` and 48 hex digits of the parts' SHA-256 (each part NUL-terminated): within
+/// ClientToken's 64 characters.
+fn token_of(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -311,12 +317,7 @@ pub fn client_token(owner: &Owner, req: &CreateEndpoint) -> String {
 /// endpoint deleted out of band with the same request would get the dead one back forever).
 /// Chained and deterministic: after a crash the same chain leads to the same new endpoint.
 pub fn successor_token(token: &str, dead_endpoint_id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(token.as_bytes());
-    h.update([0]);
-    h.update(dead_endpoint_id.as_bytes());
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    format!("bpl-{}", &hex[..48])
+    token_of(&[token, dead_endpoint_id])
 }
 
 #[cfg(test)]
