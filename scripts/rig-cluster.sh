@@ -65,6 +65,9 @@ netns_up() {
   nsx ip link set eth0 up
   # Nothing leaves the namespace: no address outside it is routable.
   nsx ip route add unreachable default
+  # Service IPs from the node itself (probes, `rig node-exec curl`): a route to look up before
+  # kube-proxy's OUTPUT DNAT rewrites the destination to a pod
+  nsx ip route add "$SVC_CIDR" dev eth0 src "$NODE_IP"
   nsx sysctl -qw net.ipv4.ip_forward=1
   # pod -> Service -> pod on the same bridge needs the bridge's traffic to pass iptables (a per
   # namespace setting since Linux 5.3)
