@@ -14,7 +14,7 @@ ifeq ($(CI),true)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bpl-target
 endif
 
-.PHONY: help rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint fmt
+.PHONY: help rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint deny fmt
 
 help:
 	@echo "targets: rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint fmt"
@@ -77,6 +77,13 @@ bench: rig-up
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(MAKE) --no-print-directory deny
+
+# Licences, bans and sources of every crate in the tree (deny.toml). cargo-deny is installed
+# from crates.io once and cached in ~/.cache/bpl-tools by tests/tools/build.sh.
+deny:
+	deny="$$(bash tests/tools/build.sh cargo-deny)"; \
+	PATH="$$(dirname "$$deny"):$$PATH" cargo deny --all-features check licenses bans sources
 
 fmt:
 	cargo fmt --all

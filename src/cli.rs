@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kube::CustomResourceExt;
 
-use crate::api::BedrockPrivateLink;
 use crate::aws::{Ec2, Ec2Options};
 use crate::reconcile::{self, Config, Context};
 use crate::telemetry::{self, Health, Metrics};
@@ -85,7 +83,7 @@ pub struct RunArgs {
 }
 
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&BedrockPrivateLink::crd()).expect("CRD serializes")
+    serde_yaml::to_string(&crate::api::crd()).expect("CRD serializes")
 }
 
 pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

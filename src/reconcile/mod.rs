@@ -453,7 +453,7 @@ async fn finish(
                 .await;
         }
         ctx.metrics
-            .set_ready(&obj.uid().unwrap_or_default(), Some(&r.status));
+            .set_ready(&obj.uid().unwrap_or_default(), Some((&r.status, &r.reason)));
     }
     if status::differs(current, &new_status) {
         let api: Api<BedrockPrivateLink> =

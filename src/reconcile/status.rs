@@ -11,6 +11,10 @@ pub const SECURITY_GROUP_READY: &str = "SecurityGroupReady";
 pub const ENDPOINTS_READY: &str = "EndpointsReady";
 pub const POLICY_APPLIED: &str = "PolicyApplied";
 pub const CONFIG_PUBLISHED: &str = "ConfigPublished";
+/// kstatus' abnormal-true conditions (read by Flux, `kubectl wait`, cli-utils and the Argo CD
+/// health script in docs/gitops.md), derived from Ready in [`conditions`].
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// A condition before timestamps: what the reconcile concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +41,64 @@ impl Verdict {
     }
 }
 
+/// Whether a `Ready=False` reason waits for a person (a spec that cannot work, a failed
+/// endpoint, a refusal by AWS, a name conflict) rather than for time (AWS still working, or a
+/// transient error retried with backoff).
+pub fn needs_person(reason: &str) -> bool {
+    let retrying = matches!(
+        reason,
+        "EndpointPending" | "PolicyPending" | "KubeError" | "Waiting" | "FinalizerError"
+    ) || (reason.starts_with("Aws") && reason != "AwsRejected");
+    !retrying
+}
+
+/// `Reconciling` and `Stalled` as kstatus defines them, from the Ready verdict: exactly one of
+/// Ready, Reconciling and Stalled is True.
+fn kstatus_verdicts(ready: &Verdict) -> [Verdict; 2] {
+    let stalled = !ready.status && needs_person(&ready.reason);
+    let reconciling = !ready.status && !stalled;
+    let reconciling = if reconciling {
+        Verdict::new(RECONCILING, true, &ready.reason, &ready.message)
+    } else if stalled {
+        Verdict::new(
+            RECONCILING,
+            false,
+            "Stalled",
+            "not retrying until the spec or the AWS resources change; see Ready",
+        )
+    } else {
+        Verdict::new(RECONCILING, false, "Ready", "nothing in progress")
+    };
+    let stalled = if stalled {
+        Verdict::new(STALLED, true, &ready.reason, &ready.message)
+    } else if ready.status {
+        Verdict::new(STALLED, false, "Ready", "nothing needs a person")
+    } else {
+        Verdict::new(
+            STALLED,
+            false,
+            "Progressing",
+            "waiting for AWS or retrying; see Ready",
+        )
+    };
+    [reconciling, stalled]
+}
+
 /// Builds conditions, keeping lastTransitionTime unless the status flipped. Conditions of
-/// types not in `verdicts` are kept as they were.
+/// types not in `verdicts` are kept as they were. A Ready verdict also sets `Reconciling` and
+/// `Stalled` (see [`kstatus_verdicts`]).
 pub fn conditions(
     previous: &[Condition],
     verdicts: &[Verdict],
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> Vec<Condition> {
+    let derived: Vec<Verdict> = verdicts
+        .iter()
+        .filter(|v| v.type_ == READY)
+        .flat_map(kstatus_verdicts)
+        .collect();
+    let verdicts: Vec<&Verdict> = verdicts.iter().chain(&derived).collect();
     let mut out: Vec<Condition> = previous
         .iter()
         .filter(|c| !verdicts.iter().any(|v| v.type_ == c.type_))
@@ -77,6 +131,8 @@ fn order(t: &str) -> usize {
         ENDPOINTS_READY,
         POLICY_APPLIED,
         CONFIG_PUBLISHED,
+        RECONCILING,
+        STALLED,
     ]
     .iter()
     .position(|x| *x == t)
@@ -184,6 +240,54 @@ mod tests {
         );
         assert_eq!(flipped[0].last_transition_time, Time(ts(300)));
         assert_eq!(flipped[0].observed_generation, Some(2));
+    }
+
+    fn status_of<'a>(cs: &'a [Condition], t: &str) -> (&'a str, &'a str) {
+        let c = cs.iter().find(|c| c.type_ == t).expect(t);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn ready_sets_exactly_one_of_ready_reconciling_stalled() {
+        let cases = [
+            (true, "Ready", "True", "False", "False"),
+            (true, "ReducedResilience", "True", "False", "False"),
+            (false, "EndpointPending", "False", "True", "False"),
+            (false, "PolicyPending", "False", "True", "False"),
+            (false, "AwsRequestLimitExceeded", "False", "True", "False"),
+            (false, "KubeError", "False", "True", "False"),
+            (false, "EndpointFailed", "False", "False", "True"),
+            (false, "InvalidPolicy", "False", "False", "True"),
+            (false, "VpcNotFound", "False", "False", "True"),
+            (false, "AwsRejected", "False", "False", "True"),
+            (false, "ConfigMapConflict", "False", "False", "True"),
+        ];
+        for (ok, reason, ready, reconciling, stalled) in cases {
+            let cs = conditions(&[], &[Verdict::new(READY, ok, reason, "m")], Some(3), ts(1));
+            assert_eq!(status_of(&cs, READY).0, ready, "{reason}");
+            assert_eq!(status_of(&cs, RECONCILING).0, reconciling, "{reason}");
+            assert_eq!(status_of(&cs, STALLED).0, stalled, "{reason}");
+            let true_one = cs.iter().find(|c| c.status == "True").unwrap();
+            assert_eq!(
+                true_one.reason, reason,
+                "the True condition carries the reason"
+            );
+            assert!(cs.iter().all(|c| c.observed_generation == Some(3)));
+        }
+        // Part verdicts alone (no Ready) leave Reconciling/Stalled as they were.
+        let first = conditions(
+            &[],
+            &[Verdict::new(READY, false, "EndpointFailed", "m")],
+            Some(1),
+            ts(1),
+        );
+        let parts = conditions(
+            &first,
+            &[Verdict::new(ENDPOINTS_READY, false, "EndpointFailed", "m")],
+            Some(1),
+            ts(2),
+        );
+        assert_eq!(status_of(&parts, STALLED), ("True", "EndpointFailed"));
     }
 
     #[test]
