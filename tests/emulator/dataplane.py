@@ -275,7 +275,9 @@ class DataPlane:
         """`services`: short service name -> private DNS name template ({region})."""
         self.h = harness
         self.services = services
-        self.netns = Netns(netns)
+        self.netns_path = netns
+        self.netns: Netns | None = None  # joined once the path exists (see _follow_netns)
+        self._netns_id: tuple[int, int] | None = None
         self.tls_dir = tls_dir
         self.public_address = public_address
         self.vpc_id = vpc_id  # None: the seeded cluster VPC
@@ -305,9 +307,8 @@ class DataPlane:
 
     # -------------------------------------------------------- lifecycle
     def start(self) -> "DataPlane":
-        self.netns.ip("link set lo up")
-        self._add_address(self.public_address)
-        self.listeners[self.public_address] = self._listen(self.public_address, None)
+        if not os.path.exists(self.netns_path):
+            LOG.warning("network namespace %s does not exist yet; serving once it does", self.netns_path)
         self.sync()
         self._thread = threading.Thread(target=self._loop, name="bpl-dataplane", daemon=True)
         self._thread.start()
@@ -317,13 +318,43 @@ class DataPlane:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._sync_lock:
+            self._detach(remove_addresses=True)
+        self.acceptor.close()
+
+    def _follow_netns(self) -> bool:
+        """Join the namespace when its path appears, and again if it is replaced (the rig's node
+        namespace is recreated by `rig down`/`up` while the emulator may keep running)."""
+        try:
+            st = os.stat(self.netns_path)
+            ident = (st.st_dev, st.st_ino)
+        except OSError:
+            ident = None
+        if ident == self._netns_id and self.netns is not None:
+            return True
+        if self.netns is not None:
+            LOG.info("network namespace %s replaced or gone; leaving the old one", self.netns_path)
+            self._detach(remove_addresses=False)
+        if ident is None:
+            return False
+        self.netns = Netns(self.netns_path)
+        self._netns_id = ident
+        self.netns.ip("link set lo up")
+        self._add_address(self.public_address)
+        self.listeners[self.public_address] = self._listen(self.public_address, None)
+        LOG.info("serving in network namespace %s", self.netns_path)
+        return True
+
+    def _detach(self, remove_addresses: bool) -> None:
         for address in list(self.listeners):
             self._unlisten(address)
-        self.acceptor.close()
-        self._stop_dns()
-        self.netns.ip(*[f"addr del {a}/32 dev lo" for a in sorted(self._owned_addresses)])
+        self._stop_dns(remove_address=remove_addresses)
+        if self.netns is not None:
+            if remove_addresses:
+                self.netns.ip(*[f"addr del {a}/32 dev lo" for a in sorted(self._owned_addresses)])
+            self.netns.close()
         self._owned_addresses.clear()
-        self.netns.close()
+        self.netns, self._netns_id = None, None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.sync_seconds):
@@ -333,10 +364,12 @@ class DataPlane:
                 LOG.exception("data plane sync failed")
 
     def _add_address(self, address: str) -> None:
+        assert self.netns is not None
         self.netns.ip(f"addr replace {address}/32 dev lo")
         self._owned_addresses.add(address)
 
     def _del_address(self, address: str) -> None:
+        assert self.netns is not None
         self.netns.ip(f"addr del {address}/32 dev lo")
         self._owned_addresses.discard(address)
 
@@ -397,6 +430,8 @@ class DataPlane:
             self._sync()
 
     def _sync(self) -> None:
+        if not self._follow_netns():
+            return
         snap = self.snapshot()
         self._sync_dns(snap.resolver)
         wanted = snap.by_address()
@@ -417,6 +452,7 @@ class DataPlane:
         if resolver is None:
             return
         self._add_address(resolver)
+        assert self.netns is not None
         servers = self.netns.call(lambda: [
             DNSServer(_Resolver(self), port=DNS_PORT, address=resolver, tcp=tcp,
                       logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
@@ -426,15 +462,17 @@ class DataPlane:
             s.start_thread()
         self.dns = (resolver, servers)
 
-    def _stop_dns(self) -> None:
+    def _stop_dns(self, remove_address: bool = True) -> None:
         if self.dns:
             for s in self.dns[1]:
                 s.server.shutdown()
                 s.server.server_close()
-            self._del_address(self.dns[0])
+            if remove_address:
+                self._del_address(self.dns[0])
             self.dns = None
 
     def _listen(self, address: str, endpoint_id: str | None) -> "_HttpsListener":
+        assert self.netns is not None
         listener = self.netns.call(lambda: _HttpsListener(self, address, endpoint_id))
         self.acceptor.add(listener)
         return listener
@@ -557,7 +595,7 @@ class DataPlane:
         if route == "dataplane" and method == "GET":
             snap = self.snapshot()
             return 200, {
-                "netns": self.netns.path, "vpc_id": snap.vpc_id, "resolver": snap.resolver,
+                "netns": self.netns_path, "attached": self.netns is not None, "vpc_id": snap.vpc_id, "resolver": snap.resolver,
                 "public_address": self.public_address, "ca_file": self.tls["ca"],
                 "listeners": [{"address": a, "endpoint": l.endpoint_id, "admitted": ["0.0.0.0/0"] if l.endpoint_id is None else [str(c) for c in l.cidrs or []]}
                               for a, l in sorted(self.listeners.items())],

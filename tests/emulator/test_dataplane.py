@@ -454,3 +454,31 @@ def test_without_a_namespace_the_harness_has_no_data_plane():
         assert status == 404
     finally:
         server.stop()
+
+
+def test_namespace_joined_when_it_appears_and_again_when_replaced(tmp_path):
+    name = f"bpl-dp-late-{os.getpid()}"
+    h = H.Harness(region=REGION, **FAST)
+    plane = D.DataPlane(h, f"/run/netns/{name}", str(tmp_path), H.BEDROCK_SERVICES, sync_seconds=3600)
+    plane.start()
+
+    def addresses() -> set[str]:
+        out = subprocess.run(["ip", "-n", name, "-4", "-o", "addr", "show", "dev", "lo"],
+                             capture_output=True, text=True, check=True).stdout
+        return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+    try:
+        assert plane.netns is None  # not there yet: nothing served, nothing fails
+        for _ in range(2):  # created, then deleted and created anew (rig down/up)
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            plane.sync()
+            assert plane.netns is not None
+            assert {PUBLIC, RESOLVER} <= addresses()
+            view = plane.route("GET", "dataplane", {})[1]
+            assert view["attached"] and view["resolver"] == RESOLVER
+            subprocess.run(["ip", "netns", "del", name], check=True)
+        plane.sync()
+        assert plane.netns is None
+    finally:
+        plane.stop()
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
