@@ -7,6 +7,7 @@ pub mod aws;
 pub mod catalog;
 pub mod cli;
 pub mod leader;
+pub mod names;
 pub mod policy;
 pub mod publish;
 pub mod reconcile;

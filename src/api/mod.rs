@@ -384,7 +384,10 @@ impl BedrockPrivateLink {
             .workload_config
             .as_ref()
             .and_then(|w| w.config_map_name.clone())
-            .unwrap_or_else(|| format!("{}-bedrock", kube::ResourceExt::name_any(self)))
+            .unwrap_or_else(|| {
+                let name = format!("{}-bedrock", kube::ResourceExt::name_any(self));
+                crate::names::fit(&name, crate::names::NAME_MAX)
+            })
     }
 }
 

@@ -1,4 +1,5 @@
-//! Status as a pure function of what happened; written only when it really changed.
+//! Step 6, status (pure): the status is a function of the previous status, what was observed
+//! and applied (`Facts`) and the verdicts; it is written only when it really changed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -115,7 +116,7 @@ pub fn conditions(
             type_: v.type_.to_string(),
             status,
             reason: v.reason.clone(),
-            message: truncate(&v.message, 32_000),
+            message: bounded(&v.message),
             observed_generation: generation,
             last_transition_time: since,
         });
@@ -139,15 +140,63 @@ fn order(t: &str) -> usize {
     .unwrap_or(99)
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
+/// Condition messages are for people: at most this many bytes.
+pub const MESSAGE_MAX: usize = 1024;
+
+/// `s` within `MESSAGE_MAX` bytes (cut at a character boundary, marked with an ellipsis).
+pub fn bounded(s: &str) -> String {
+    if s.len() <= MESSAGE_MAX {
         return s.to_string();
     }
-    let mut end = max;
+    let mut end = MESSAGE_MAX - '…'.len_utf8();
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    format!("{}…", &s[..end])
+}
+
+/// What a reconcile that got as far as AWS found and left, for the status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub region: String,
+    pub vpc_id: String,
+    pub security_group_id: Option<String>,
+    pub skipped_subnets: Vec<crate::api::SkippedSubnet>,
+    pub endpoints: Vec<EndpointStatus>,
+    pub policy_hash: Option<String>,
+    pub config_map_name: Option<String>,
+    pub published_namespaces: Vec<String>,
+}
+
+/// The status to write. With `facts` every field comes from them; without (the reconcile
+/// stopped before it knew them: an invalid spec, AWS refusing) the fields of the previous
+/// status stand and only the conditions change. Never a mix of old and new fields.
+pub fn build(
+    previous: Option<&BedrockPrivateLinkStatus>,
+    facts: Option<Facts>,
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> BedrockPrivateLinkStatus {
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let conditions = conditions(previous_conditions, verdicts, generation, now);
+    let mut status = match facts {
+        Some(f) => BedrockPrivateLinkStatus {
+            region: Some(f.region),
+            vpc_id: Some(f.vpc_id),
+            security_group_id: f.security_group_id,
+            policy_hash: f.policy_hash,
+            endpoints: f.endpoints,
+            skipped_subnets: f.skipped_subnets,
+            config_map_name: f.config_map_name,
+            published_namespaces: f.published_namespaces,
+            ..Default::default()
+        },
+        None => previous.cloned().unwrap_or_default(),
+    };
+    status.observed_generation = generation;
+    status.conditions = conditions;
+    status
 }
 
 /// Whether writing `new` would change anything but timestamps.
@@ -206,6 +255,37 @@ fn is_zonal(dns: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_built_from_facts_or_kept_whole() {
+        let ready = [Verdict::new(READY, true, "Ready", "ok")];
+        let facts = Facts {
+            region: "us-east-1".into(),
+            vpc_id: "vpc-1".into(),
+            security_group_id: Some("sg-1".into()),
+            ..Default::default()
+        };
+        let first = build(None, Some(facts), &ready, Some(1), ts(1));
+        assert_eq!(first.vpc_id.as_deref(), Some("vpc-1"));
+        assert_eq!(first.observed_generation, Some(1));
+        // An invalid spec at generation 2: the fields stand, the conditions say why.
+        let invalid = [Verdict::new(READY, false, "VpcNotFound", "x".repeat(5000))];
+        let second = build(Some(&first), None, &invalid, Some(2), ts(2));
+        assert_eq!(second.security_group_id.as_deref(), Some("sg-1"));
+        assert_eq!(second.observed_generation, Some(2));
+        let c = ready_of(Some(&second)).unwrap();
+        assert_eq!(c.reason, "VpcNotFound");
+        assert!(c.message.len() <= MESSAGE_MAX && c.message.ends_with('…'));
+        // New facts replace every field: nothing from before survives.
+        let third = build(
+            Some(&second),
+            Some(Facts::default()),
+            &ready,
+            Some(2),
+            ts(3),
+        );
+        assert_eq!(third.security_group_id, None);
+    }
 
     fn ts(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
