@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod leader;
 pub mod policy;
+pub mod probe;
 pub mod publish;
 pub mod reconcile;
 pub mod telemetry;
