@@ -529,7 +529,7 @@ fn helm_test_pod_runs_the_probe_and_is_restricted() {
     let render = |sets: &[&str]| {
         let mut cmd = Command::new(bin.join("helm"));
         cmd.args(["template", "demo"]).arg(&chart).args(["-n", &ns]);
-        if !sets.contains(&"test.enabled=false") {
+        if sets.contains(&"test.enabled=true") {
             cmd.args(["--show-only", "templates/tests/probe.yaml"]);
         }
         for s in sets {
@@ -545,6 +545,7 @@ fn helm_test_pod_runs_the_probe_and_is_restricted() {
     };
 
     let manifest = render(&[
+        "test.enabled=true",
         "test.configMap=demo-bedrock",
         "test.caConfigMap=rig-ca",
         "test.endpointAddresses={10.0.1.5,10.0.2.6}",
@@ -572,11 +573,11 @@ fn helm_test_pod_runs_the_probe_and_is_restricted() {
     assert_eq!(pod["spec"]["serviceAccountName"], "bedrock-client");
     assert_eq!(pod["spec"]["restartPolicy"], "Never");
     // No values: the defaults render too, with no token mounted.
-    let plain: Value = serde_yaml::from_str(&render(&[])).unwrap();
+    let plain: Value = serde_yaml::from_str(&render(&["test.enabled=true"])).unwrap();
     assert_eq!(plain["spec"]["automountServiceAccountToken"], false);
     assert!(
         !render(&["test.enabled=false"]).contains("helm.sh/hook: test"),
-        "test.enabled=false renders no test pod"
+        "off by default: no test pod"
     );
 
     let (ok, out) = kubectl(&["create", "namespace", &ns], None);
