@@ -1,4 +1,5 @@
-//! Command line: `run` (the controller) and `crd` (the CRD YAML from the Rust types).
+//! Command line: `run` (the controller), `crd` (the CRD YAML from the Rust types) and `probe`
+//! (checks that Bedrock calls take the private path; the chart's `helm test`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinition YAML.
     Crd,
+    /// Check that a Bedrock call from here goes through the interface endpoint (exit 0) or not.
+    Probe(Box<crate::probe::ProbeArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -93,6 +96,11 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Probe(args) => {
+            let report = crate::probe::probe(&args).await?;
+            print!("{}", report.render());
+            std::process::exit(report.exit_code().into());
+        }
     }
 }
 

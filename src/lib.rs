@@ -9,6 +9,7 @@ pub mod cli;
 pub mod leader;
 pub mod names;
 pub mod policy;
+pub mod probe;
 pub mod publish;
 pub mod reconcile;
 pub mod telemetry;
