@@ -644,11 +644,18 @@ async fn dashboard_and_alerts_use_only_metrics_the_operator_exports() {
     )
     .unwrap();
 
-    // What a running operator exports, after it reconciled an object.
-    let rig = Rig::new().await;
+    // What a running operator exports, after it reconciled an object. A family with no sample
+    // yet is not in /metrics at all, so EC2 throttles one call (the SDK retries it).
+    let rig = Rig::with_private_emulator(&[]).await;
     install_crd(&rig).await;
     let ns = rig.namespace("eco-metrics").await;
     let net = rig.network(&ns).await;
+    rig.harness(
+        "POST",
+        "faults",
+        json!({"action": "CreateVpcEndpoint", "error": "RequestLimitExceeded", "count": 1}),
+    )
+    .await;
     let op = rig.operator(&ns, &[]);
     create_bpl(
         &rig,
@@ -664,6 +671,11 @@ async fn dashboard_and_alerts_use_only_metrics_the_operator_exports() {
     assert!(text.contains("bpl_leader 1"), "{text}");
     assert!(
         text.contains("bpl_objects_by_reason{ready=\"True\",reason=\"Ready\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "bpl_ec2_throttles_total", &[]),
+        1.0,
         "{text}"
     );
     let rss = metric_sum(&text, "bpl_resident_memory_bytes", &[]);
