@@ -687,7 +687,7 @@ mod tests {
             let dead = endpoint("vpce-1", state);
             let allowed: BTreeSet<String> = [dead.service_name.clone()].into();
             assert!(matches!(
-                &plan_endpoints(&d, &[dead.clone()], &groups, &owner(), &allowed)[..],
+                &plan_endpoints(&d, std::slice::from_ref(&dead), &groups, &owner(), &allowed)[..],
                 [EndpointAction::Replace { id, .. }] if id == "vpce-1"
             ));
             assert!(matches!(
