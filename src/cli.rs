@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 
-use crate::api::BedrockPrivateLink;
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant};
 use crate::aws::{Ec2, Ec2Options};
 use crate::reconcile::{self, Config, Context};
 use crate::telemetry::{self, Health, Metrics};
@@ -28,8 +28,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the CustomResourceDefinition YAML.
-    Crd,
+    /// Print the CustomResourceDefinition YAML: every CRD (one YAML document each), or one.
+    Crd {
+        #[arg(value_enum)]
+        which: Option<CrdName>,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrdName {
+    /// The namespaced BedrockPrivateLink (crds/bedrockprivatelink.yaml).
+    Bedrockprivatelinks,
+    /// The cluster-scoped BedrockPrivateLinkGrant (crds/bedrockprivatelinkgrant.yaml).
+    Bedrockprivatelinkgrants,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -88,10 +99,24 @@ pub fn crd_yaml() -> String {
     serde_yaml::to_string(&BedrockPrivateLink::crd()).expect("CRD serializes")
 }
 
+pub fn grant_crd_yaml() -> String {
+    serde_yaml::to_string(&BedrockPrivateLinkGrant::crd()).expect("CRD serializes")
+}
+
+/// Every CRD, as a multi-document stream (`crd | kubectl apply -f -`).
+pub fn all_crds_yaml() -> String {
+    format!("{}---\n{}", crd_yaml(), grant_crd_yaml())
+}
+
 pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Crd => {
-            print!("{}", crd_yaml());
+        Command::Crd { which } => {
+            let yaml = match which {
+                None => all_crds_yaml(),
+                Some(CrdName::Bedrockprivatelinks) => crd_yaml(),
+                Some(CrdName::Bedrockprivatelinkgrants) => grant_crd_yaml(),
+            };
+            print!("{yaml}");
             Ok(())
         }
         Command::Run(args) => run(*args).await,

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::BedrockService;
 
+pub mod grant;
+pub use grant::{BedrockPrivateLinkGrant, BedrockPrivateLinkGrantSpec};
+
 pub const GROUP: &str = "bedrock.privatelink.io";
 pub const FINALIZER: &str = "bedrock.privatelink.io/cleanup";
 
