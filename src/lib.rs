@@ -11,3 +11,4 @@ pub mod policy;
 pub mod publish;
 pub mod reconcile;
 pub mod telemetry;
+pub mod tenancy;

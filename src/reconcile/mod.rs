@@ -193,6 +193,8 @@ pub struct Context {
     pub config_maps: Option<Store<ConfigMap>>,
     /// Every Namespace's metadata (set by `run`): where copies may go.
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// Tenancy (issue 16): the grant watch and object stores the tenancy gate reads.
+    pub tenancy: crate::tenancy::gate::Index,
     network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
     pub caches: Caches,
     failures: std::sync::Mutex<HashMap<String, u32>>,
@@ -215,6 +217,7 @@ impl Context {
             config,
             config_maps: None,
             namespaces: None,
+            tenancy: Default::default(),
             network_cache: Mutex::default(),
             caches: Caches::new(&config_for_caches),
             failures: Default::default(),
@@ -535,6 +538,12 @@ async fn converge(
         return Err(validate::validate(spec, &obs)
             .expect_err("region mismatch")
             .into());
+    }
+
+    // Tenancy (issue 16): may this namespace ask for this VPC, private DNS, preset and number
+    // of endpoints? Decided before anything in AWS is created or changed.
+    if let Some(refused) = crate::tenancy::gate::check(obj, ctx).await? {
+        return Err(refused.into());
     }
 
     // The VPC: spec, operator default, or the cluster's, from its Nodes.
@@ -1548,7 +1557,7 @@ async fn delete_config_map(obj: &BedrockPrivateLink, ctx: &Context) -> Result<()
 /// Runs `stream` (a watch, with its reflector) and hands each object it touches to `n`
 /// receivers, one per controller. The channels are bounded: the watch waits for the
 /// controllers. A receiver that is gone (its controller stopped) is skipped.
-fn fan_out<K: Clone + Send + 'static>(
+pub(crate) fn fan_out<K: Clone + Send + 'static>(
     stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     n: usize,
 ) -> Vec<futures::channel::mpsc::Receiver<K>> {
@@ -1617,6 +1626,8 @@ pub async fn run(
         .touched_objects(),
         controllers,
     );
+    // Tenancy (issue 16): every grant change queues every object again.
+    let mut grant_triggers = ctx.tenancy.watch_grants(client.clone(), controllers);
     let mut ctx = ctx;
     ctx.config_maps = Some(cm_store.clone());
     ctx.namespaces = Some(ns_store.clone());
@@ -1662,6 +1673,7 @@ pub async fn run(
                 .map(Ok),
         );
         let objects = controller.store();
+        let all_objects = controller.store();
         let controller = controller
             .watches_stream(
                 ns_triggers
@@ -1673,12 +1685,22 @@ pub async fn run(
                         .state()
                         .into_iter()
                         .filter(|g| {
-                            g.0.as_ref()
-                                .is_ok_and(|o| publish::concerns_namespace(o, &ns))
+                            g.0.as_ref().is_ok_and(|o| {
+                                publish::concerns_namespace(o, &ns)
+                                    // Tenancy (issue 16): grants select namespaces by label.
+                                    || o.namespace() == Some(ns.name_any())
+                            })
                         })
                         .map(|g| reflector::ObjectRef::from_obj(&*g))
                         .collect::<Vec<_>>()
                 },
+            )
+            .watches_stream(
+                grant_triggers
+                    .pop()
+                    .expect("one channel per controller")
+                    .map(Ok),
+                move |_grant| crate::tenancy::gate::all_objects(&all_objects),
             )
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .graceful_shutdown_on(shutdown.clone());
@@ -1694,6 +1716,8 @@ pub async fn run(
                 .boxed(),
         );
     }
+    ctx.tenancy.set_objects(stores.clone());
+    let ready_ctx = ctx.clone();
     tokio::spawn(async move {
         // Store::wait_until_ready wakes only the task that polled it last (a oneshot inside), and
         // the Controller waits on the same stores: poll again until ready, or /readyz stays 503.
@@ -1712,6 +1736,9 @@ pub async fn run(
             .await
             .is_err()
         {}
+        while !ready_ctx.tenancy.listed() {
+            tokio::time::sleep(tick).await;
+        }
         on_synced();
     });
     futures::future::join_all(streams).await;
