@@ -114,10 +114,14 @@ cmd_up() {
 
   step "kubectl apply --server-side -f crds/"
   kubectl apply --server-side --force-conflicts -f crds/
-  kubectl wait --for=condition=Established --timeout=30s "crd/$CRD"
+  kubectl wait --for=condition=Established --timeout=30s "crd/$CRD" crd/bedrockprivatelinkgrants.bedrock.privatelink.io
 
   step "starting the operator in the background (watching namespace $NS)"
   start_operator
+
+  step "kubectl apply -f examples/grant.yaml (the cluster admin lets namespace default use private DNS)"
+  kubectl apply --server-side --force-conflicts -f examples/grant.yaml
+  kubectl get bplgrant
 
   step "kubectl apply -f examples/basic.yaml (no vpcId, no subnets: discovered from the Nodes)"
   kubectl get nodes -o custom-columns='NODE:.metadata.name,ZONE:.metadata.labels.topology\.kubernetes\.io/zone,PROVIDER-ID:.spec.providerID'
