@@ -621,7 +621,8 @@ mod tests {
         let team = ns("team-a", &[]);
         let one = plain();
         let refused_vpc = ask(Some(OTHER), false, InvokeOnly, 1);
-        let cases: Vec<(&str, Vec<Ask>, Ask, Result<u32, ()>)> = vec![
+        type Case<'a> = (&'a str, Vec<Ask>, Ask, Result<u32, ()>);
+        let cases: Vec<Case> = vec![
             ("first", vec![], one.clone(), Ok(1)),
             ("second", vec![one.clone()], one.clone(), Ok(2)),
             (
@@ -709,7 +710,7 @@ mod tests {
             &plain(),
             &[],
             &ns("anyone", &[]),
-            &[broken.clone()],
+            std::slice::from_ref(&broken),
             &cluster(),
         )
         .unwrap_err();
