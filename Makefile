@@ -14,16 +14,25 @@ ifeq ($(CI),true)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bpl-target
 endif
 
-.PHONY: help rig-build rig-up rig-down rig-status crds test test-rust test-py demo bench lint fmt
+.PHONY: help rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint deny fmt
 
 help:
-	@echo "targets: rig-build rig-up rig-down rig-status crds test test-rust test-py demo bench lint fmt"
+	@echo "targets: rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint fmt"
 
 rig-build:
 	$(RIG) build
 
 rig-up:
 	$(RIG) up
+
+# The rig plus a real node (kubelet, containerd, kube-proxy, controller-manager, scheduler): root only.
+rig-up-cluster:
+	$(RIG) up --cluster
+
+# The operator image (cargo profile `image`) imported into the node's containerd as
+# bpl-rig.local/bedrock-privatelink-operator:dev.
+rig-image:
+	$(RIG) image dev
 
 rig-down:
 	$(RIG) down
@@ -41,8 +50,10 @@ crds:
 	if [ -d $(CHART_CRDS) ]; then cp crds/bedrockprivatelink.yaml crds/bedrockprivatelinkgrant.yaml $(CHART_CRDS)/; fi
 
 # Brings the rig up if it is not running (scripts/rig up is idempotent), then runs both suites.
-# Both suites always run; the target fails if either did.
+# Both suites always run; the target fails if either did. With a node (make rig-up-cluster, as in
+# CI) the operator image is rebuilt and imported first, for tests/incluster.rs.
 test: rig-up
+	if [ -f .rig/cluster ]; then $(RIG) image dev >/dev/null; fi
 	rc=0; $(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-py || rc=1; exit $$rc
 
@@ -60,7 +71,7 @@ test-py:
 	  exit $$rc; \
 	else echo "tests/emulator missing: python tests skipped"; fi
 
-demo: rig-up
+demo: rig-up-cluster
 	bash scripts/demo.sh
 
 bench: rig-up
@@ -69,6 +80,13 @@ bench: rig-up
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(MAKE) --no-print-directory deny
+
+# Licences, bans and sources of every crate in the tree (deny.toml). cargo-deny is installed
+# from crates.io once and cached in ~/.cache/bpl-tools by tests/tools/build.sh.
+deny:
+	deny="$$(bash tests/tools/build.sh cargo-deny)"; \
+	PATH="$$(dirname "$$deny"):$$PATH" cargo deny --all-features check licenses bans sources
 
 fmt:
 	cargo fmt --all

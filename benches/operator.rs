@@ -27,7 +27,12 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-const OWNER_TAG: &str = "bedrock.privatelink.io/owner-uid";
+// The rig helpers the tests use (repo_root, rig_env, short_id, ...): one copy.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{repo_root, rig_env, short_id};
+
+use common::OWNER_TAG;
 const OPERATOR: &str = env!("CARGO_BIN_EXE_bedrock-privatelink-operator");
 
 #[derive(Parser, Debug, Clone)]
@@ -76,10 +81,6 @@ struct Args {
     bench: bool,
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn out_dir() -> PathBuf {
     let d = repo_root().join("target").join("bench");
     std::fs::create_dir_all(&d).expect("create target/bench");
@@ -90,31 +91,6 @@ fn rig_dir() -> PathBuf {
     std::env::var("RIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join(".rig"))
-}
-
-/// `.rig/env` as a map (the rig writes `export K="V"` lines).
-fn rig_env() -> BTreeMap<String, String> {
-    let dir = rig_dir();
-    let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}/env: {e}; run `scripts/rig up` first",
-            dir.display()
-        )
-    });
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.trim().trim_start_matches("export ").split_once('=')?;
-            Some((k.to_string(), v.trim_matches('"').to_string()))
-        })
-        .collect()
-}
-
-fn short_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{:06x}", (nanos ^ std::process::id()) & 0xffffff)
 }
 
 fn loopback_only(url: &str) {

@@ -4,8 +4,14 @@
 #   apiserver.{crt,key}     serving cert: 127.0.0.1, localhost, ::1, 10.96.0.1, kubernetes.default.svc...
 #   admin.{crt,key}         client cert CN=rig-admin, O=system:masters
 #   sa.{key,pub}            service-account token signing key pair (RSA 2048)
+#   kube-controller-manager, kube-scheduler, kube-proxy, apiserver-kubelet-client .{crt,key}
+#                           client certs of the cluster parts (scripts/rig up --cluster)
+# `pki.sh DIR node NAME IP` also makes node-NAME.{crt,key} (client, CN=system:node:NAME,
+# O=system:nodes) and node-NAME-serving.{crt,key} (the kubelet's serving cert for IP and NAME).
 set -euo pipefail
 DIR="${1:-.rig/pki}"
+NODE_NAME="" NODE_IP=""
+if [[ "${2:-}" == node ]]; then NODE_NAME=$3; NODE_IP=$4; fi
 DAYS=3650
 mkdir -p "$DIR"
 chmod 700 "$DIR"
@@ -42,6 +48,21 @@ subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,DNS
 sign admin "/O=system:masters/CN=rig-admin" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
+
+client() { sign "$1" "$2" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"; }
+client kube-controller-manager "/CN=system:kube-controller-manager"
+client kube-scheduler "/CN=system:kube-scheduler"
+client kube-proxy "/CN=system:kube-proxy"
+client apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+if [[ -n "$NODE_NAME" ]]; then
+  client "node-$NODE_NAME" "/O=system:nodes/CN=system:node:$NODE_NAME"
+  sign "node-$NODE_NAME-serving" "/CN=$NODE_NAME" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
+fi
 
 if [[ ! -f sa.key || ! -f sa.pub ]]; then
   rm -f sa.key sa.pub

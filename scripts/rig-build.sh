@@ -4,7 +4,12 @@
 # helm (helm.sh/helm/v3). Each binary has a stamp file (bin/.<name>.stamp) holding the version it was
 # built from; a build is skipped when the binary and a matching stamp exist.
 #
-# Usage: scripts/rig-build.sh [all|k8s|etcd|helm]...   (default: all)
+# Cluster parts (scripts/rig up --cluster): kubelet, kube-controller-manager, kube-scheduler, kube-proxy
+# from the same k8s.io/kubernetes module set (target `node`, stamps as above), a static `pause` binary
+# built with the C compiler (target `pause`), and containerd, runc, the CNI plugins and iptables from
+# Debian's packages (target `packages`: apt-get, only what is missing, only as root).
+#
+# Usage: scripts/rig-build.sh [all|k8s|node|pause|packages|etcd|helm]...   (default: all)
 # Env:   RIG_CACHE (default ~/.cache/bpl-rig), RIG_K8S_VERSION (v1.36.3), RIG_ETCD_VERSION (v3.6.16),
 #        RIG_HELM_VERSION (v3.21.4), RIG_FORCE_BUILD=1 to rebuild anyway.
 # A pinned version the proxy does not serve falls back to the newest one it serves in the same minor line.
@@ -63,13 +68,20 @@ cached_or_resolve() { # NAME MODULE WANTED
   local v; v=$(resolve "$mod" "$want"); echo "$v" >"$f"; echo "$v"
 }
 
+K8S_CONTROL=(kube-apiserver kubectl)
+K8S_NODE=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+
+# build_k8s NAME...: builds the named k8s.io/kubernetes commands (default: kube-apiserver kubectl)
 build_k8s() {
+  local names=("$@"); [[ ${#names[@]} -gt 0 ]] || names=("${K8S_CONTROL[@]}")
   local v; v=$(cached_or_resolve kube-apiserver k8s.io/kubernetes "$K8S_VERSION")
-  if up_to_date kube-apiserver "$v" && up_to_date kubectl "$v"; then log "kube-apiserver/kubectl $v cached"; return; fi
+  local todo=() n
+  for n in "${names[@]}"; do up_to_date "$n" "$v" || todo+=("$n"); done
+  if [[ ${#todo[@]} -eq 0 ]]; then log "${names[*]} $v cached"; return; fi
   local minor=${v#v1.}; minor=${minor%%.*}
   local staging="v0.${v#v1.}"            # v1.36.3 -> v0.36.3
   local dir="$SRC/k8s-$v"
-  log "building kube-apiserver + kubectl $v (staging modules $staging) in $dir"
+  log "building ${todo[*]} $v (staging modules $staging) in $dir"
   mkdir -p "$dir"
   local gomod; gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
   [[ -f "$gomod" ]] || { echo "rig build: cannot download k8s.io/kubernetes@$v" >&2; return 1; }
@@ -100,13 +112,66 @@ build_k8s() {
     ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
   done
+  local pkgs=(); for n in "${todo[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$n"); done
+  local out="$dir/out-$$"   # per build: two builds may share the module directory
   (cd "$dir" && go mod download k8s.io/kubernetes \
-     && go build -trimpath -ldflags "$ld" -o "$dir/out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
-  install -m 0755 "$dir/out/kube-apiserver" "$dir/out/kubectl" "$BIN/"
-  "$BIN/kube-apiserver" --version | grep -q "$v" || { echo "rig build: kube-apiserver version stamp wrong" >&2; return 1; }
-  stamp kube-apiserver "$v"; stamp kubectl "$v"
-  rm -rf "$dir/out"
-  log "kube-apiserver/kubectl $v done"
+     && go build -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
+  for n in "${todo[@]}"; do
+    install -m 0755 "$out/$n" "$BIN/"
+    if [[ $n != kubectl ]]; then
+      "$BIN/$n" --version | grep -q "$v" || { echo "rig build: $n version stamp wrong" >&2; return 1; }
+    fi
+    stamp "$n" "$v"
+  done
+  rm -rf "$out"
+  log "${todo[*]} $v done"
+}
+
+# The sandbox ("pause") container's process: sleeps, reaps children, exits on SIGINT/SIGTERM.
+PAUSE_C='#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void die(int s) { (void)s; _exit(0); }
+static void reap(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+  struct sigaction a = {0};
+  a.sa_handler = die; sigaction(SIGINT, &a, 0); sigaction(SIGTERM, &a, 0);
+  a.sa_handler = reap; a.sa_flags = SA_NOCLDSTOP; sigaction(SIGCHLD, &a, 0);
+  for (;;) pause();
+}'
+build_pause() {
+  local v; v="c1-$(sha256sum <<<"$PAUSE_C" | cut -c1-12)"
+  if up_to_date pause "$v"; then log "pause $v cached"; return; fi
+  command -v cc >/dev/null || { echo "rig build: a C compiler (cc) is needed for pause" >&2; return 1; }
+  local d; d=$(mktemp -d)
+  printf '%s\n' "$PAUSE_C" >"$d/pause.c"
+  cc -Os -static -s -o "$d/pause" "$d/pause.c"
+  install -m 0755 "$d/pause" "$BIN/pause"
+  rm -rf "$d"
+  stamp pause "$v"
+  log "pause $v done"
+}
+
+# Debian packages of the node: containerd (1.6 in bookworm), runc, CNI plugins, iptables + conntrack
+# for kube-proxy, busybox (static) for the workload image of the demo. Installed only when missing, with apt-get, as root.
+NODE_PKGS=(containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge
+           iptables:iptables conntrack:conntrack busybox-static:/bin/busybox)
+ensure_packages() {
+  local need=() e pkg want
+  for e in "${NODE_PKGS[@]}"; do
+    pkg=${e%%:*}; want=${e#*:}
+    if [[ $want == /* ]]; then [[ -x $want ]] || need+=("$pkg"); else command -v "$want" >/dev/null || need+=("$pkg"); fi
+  done
+  command -v nsenter >/dev/null || need+=(util-linux)
+  command -v ip >/dev/null || need+=(iproute2)
+  if [[ ${#need[@]} -eq 0 ]]; then log "node packages present"; return; fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "rig build: missing ${need[*]}: install them (Debian: apt-get install ${need[*]})" >&2; return 1
+  fi
+  log "installing ${need[*]} (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
 build_etcd() {
@@ -155,8 +220,11 @@ targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
 start=$SECONDS
 for t in "${targets[@]}"; do
   case "$t" in
-    all) build_k8s; build_etcd; build_helm ;;
+    all) build_k8s "${K8S_CONTROL[@]}" "${K8S_NODE[@]}"; build_etcd; build_helm; build_pause; ensure_packages ;;
     k8s|kube-apiserver|kubectl) build_k8s ;;
+    node) build_k8s "${K8S_NODE[@]}"; build_pause; ensure_packages ;;
+    pause) build_pause ;;
+    packages) ensure_packages ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
     *) echo "rig build: unknown target $t" >&2; exit 2 ;;

@@ -1,4 +1,5 @@
-//! Command line: `run` (the controller) and `crd` (the CRD YAML from the Rust types).
+//! Command line: `run` (the controller), `crd` (the CRD YAML from the Rust types) and `probe`
+//! (checks that Bedrock calls take the private path; the chart's `helm test`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,9 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kube::CustomResourceExt;
 
-use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant};
 use crate::aws::{Ec2, Ec2Options};
 use crate::reconcile::{self, Config, Context};
 use crate::telemetry::{self, Health, Metrics};
@@ -33,6 +32,8 @@ pub enum Command {
         #[arg(value_enum)]
         which: Option<CrdName>,
     },
+    /// Check that a Bedrock call from here goes through the interface endpoint (exit 0) or not.
+    Probe(Box<crate::probe::ProbeArgs>),
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +97,11 @@ pub struct RunArgs {
 }
 
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&BedrockPrivateLink::crd()).expect("CRD serializes")
+    serde_yaml::to_string(&crate::api::crd()).expect("CRD serializes")
 }
 
 pub fn grant_crd_yaml() -> String {
-    serde_yaml::to_string(&BedrockPrivateLinkGrant::crd()).expect("CRD serializes")
+    serde_yaml::to_string(&crate::api::grant_crd()).expect("CRD serializes")
 }
 
 /// Every CRD, as a multi-document stream (`crd | kubectl apply -f -`).
@@ -120,6 +121,11 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Probe(args) => {
+            let report = crate::probe::probe(&args).await?;
+            print!("{}", report.render());
+            std::process::exit(report.exit_code().into());
+        }
     }
 }
 

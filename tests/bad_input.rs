@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, VpcEndpointType};
 use common::*;
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
 fn manifest(ns: &str, name: &str, spec: &Value) -> String {
@@ -317,6 +318,8 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
     // ---- refused by the API server (nothing reaches the operator)
     let schema_ns = rig.namespace("bad-schema").await;
     let cases = schema_cases();
+    // Every case runs and reports; the test fails at the end with the list of failed cases.
+    let mut failures: Vec<String> = Vec::new();
     let mut jobs = Vec::new();
     for (i, (case, spec, needle)) in cases.iter().enumerate() {
         let m = manifest(&schema_ns, &format!("s{i}"), spec);
@@ -340,22 +343,24 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         }));
         if jobs.len() >= 4 {
             let (case, needle, ok, err) = jobs.remove(0).await.unwrap();
-            check_refused(case, needle, ok, &err);
+            failures.extend(check_refused(case, needle, ok, &err));
         }
     }
     for j in jobs {
         let (case, needle, ok, err) = j.await.unwrap();
-        check_refused(case, needle, ok, &err);
+        failures.extend(check_refused(case, needle, ok, &err));
     }
-    assert!(
-        rig.bpls(&schema_ns)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
-        "no refused object was stored"
-    );
+    let stored = rig
+        .bpls(&schema_ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    for o in &stored.items {
+        failures.push(format!(
+            "{}: stored although it should be refused",
+            o.name_any()
+        ));
+    }
     let schema_done = started.elapsed();
 
     // ---- accepted, then judged by the operator
@@ -621,55 +626,24 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         .iter()
         .map(|o| o.metadata.uid.clone().unwrap())
         .collect();
-    let judged = futures::future::join_all(runtime.iter().map(|c| {
-        wait_ready(
-            &rig,
-            &ns,
-            c.name,
-            "False",
-            Some(c.reason),
-            Duration::from_secs(60),
-        )
-    }))
+    let judged = futures::future::join_all(
+        runtime
+            .iter()
+            .zip(&uids)
+            .map(|(c, uid)| run_case(c.name, judge(&rig, &ns, c, uid))),
+    )
     .await;
     let mut rows = Vec::new();
-    for ((c, o), uid) in runtime.iter().zip(&judged).zip(&uids) {
-        let r = condition(o, "Ready").unwrap();
-        assert!(
-            r.message.contains(&c.says),
-            "{}: Ready message should mention {}: {}",
-            c.name,
-            c.says,
-            r.message
-        );
-        assert_eq!(
-            o.status.as_ref().unwrap().observed_generation,
-            o.metadata.generation,
-            "{}",
-            c.name
-        );
-        eventually(
-            Duration::from_secs(15),
-            &format!("{}: Warning event {}", c.name, c.reason),
-            || async { (!warning_events(&rig, &ns, uid, c.reason).await.is_empty()).then_some(()) },
-        )
-        .await;
-        assert!(
-            rig.owned_endpoints(uid).await.is_empty(),
-            "{}: an endpoint was created",
-            c.name
-        );
-        assert!(
-            rig.owned_groups(uid).await.is_empty(),
-            "{}: a group was created",
-            c.name
-        );
-        rows.push(format!(
-            "| `{}` | operator | `{}`: {} |",
-            c.name,
-            c.reason,
-            r.message.replace('|', "\\|")
-        ));
+    for (c, result) in runtime.iter().zip(judged) {
+        match result {
+            Ok(message) => rows.push(format!(
+                "| `{}` | operator | `{}`: {} |",
+                c.name,
+                c.reason,
+                message.replace('|', "\\|")
+            )),
+            Err(failure) => failures.push(failure),
+        }
     }
 
     // ---- immutable fields: the change is refused; the object keeps its old spec
@@ -706,18 +680,17 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
     ];
     for (case, verb, object, spec, needle) in &transitions {
         let (ok, _, err) = rig.kubectl_stdin(&[verb, "-f", "-"], &manifest(&ns, object, spec));
-        check_refused(case, needle, ok, &err);
+        failures.extend(check_refused(case, needle, ok, &err));
     }
     for (object, reason) in [
         ("vpc-nonexistent", "VpcNotFound"),
         ("region-mismatch", "RegionMismatch"),
     ] {
         let o = rig.bpls(&ns).get(object).await.unwrap();
-        assert_eq!(
-            condition(&o, "Ready").unwrap().reason,
-            reason,
-            "{object} kept its spec"
-        );
+        let got = condition(&o, "Ready").map(|c| c.reason.clone());
+        if got.as_deref() != Some(reason) {
+            failures.push(format!("{object}: kept its spec? Ready reason {got:?}"));
+        }
     }
 
     // Nothing of anybody's in AWS but the foreign endpoint: no endpoint, no tagged group.
@@ -727,11 +700,9 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         .iter()
         .filter_map(|e| e.vpc_endpoint_id())
         .collect();
-    assert_eq!(
-        ids,
-        vec![foreign_id.as_str()],
-        "only the foreign endpoint exists"
-    );
+    if ids != vec![foreign_id.as_str()] {
+        failures.push(format!("only the foreign endpoint should exist: {ids:?}"));
+    }
     let tagged = rig
         .ec2
         .describe_security_groups()
@@ -739,7 +710,12 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         .send()
         .await
         .unwrap();
-    assert!(tagged.security_groups().is_empty(), "no group was created");
+    if !tagged.security_groups().is_empty() {
+        failures.push(format!(
+            "groups were created: {:?}",
+            tagged.security_groups()
+        ));
+    }
     let calls = rig.emulator_calls().await;
     for a in [
         "CreateVpcEndpoint",
@@ -752,7 +728,9 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
             "CreateVpcEndpoint" | "CreateSecurityGroup" => 1,
             _ => 0,
         };
-        assert_eq!(n, by_test, "{a} called by the operator");
+        if n != by_test {
+            failures.push(format!("{a}: {n} calls, {by_test} of them by the test"));
+        }
     }
     drop(op);
 
@@ -779,18 +757,81 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         for r in &rows {
             eprintln!("{r}");
         }
+        failures.push(format!("docs/bad-input.md lacks {missing:?}"));
     }
-    assert!(missing.is_empty(), "docs/bad-input.md lacks {missing:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
-fn check_refused(case: &str, needle: &str, ok: bool, err: &str) {
-    assert!(!ok, "{case} should be refused at apply");
+/// Runs one named case; a failed assertion in it becomes that case's report, not the end of
+/// the test.
+async fn run_case<T>(name: &str, f: impl Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(f)
+        .catch_unwind()
+        .await
+        .map_err(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!("{name}: {why}")
+        })
+}
+
+/// One runtime case: Ready=False with its reason, a message that names the problem, a
+/// Warning event, and nothing in AWS. Returns the Ready message.
+async fn judge(rig: &Rig, ns: &str, c: &RuntimeCase, uid: &str) -> String {
+    let o = wait_ready(
+        rig,
+        ns,
+        c.name,
+        "False",
+        Some(c.reason),
+        Duration::from_secs(60),
+    )
+    .await;
+    let r = condition(&o, "Ready").unwrap();
     assert!(
-        err.contains(needle),
-        "{case}: the message should name {needle}: {err}"
+        r.message.contains(&c.says),
+        "Ready message should mention {}: {}",
+        c.says,
+        r.message
     );
+    assert!(r.message.len() <= 1024, "a short message: {}", r.message);
+    eventually(
+        Duration::from_secs(15),
+        &format!("Warning event {}", c.reason),
+        || async { (!warning_events(rig, ns, uid, c.reason).await.is_empty()).then_some(()) },
+    )
+    .await;
+    assert!(
+        rig.owned_endpoints(uid).await.is_empty(),
+        "an endpoint was created"
+    );
+    assert!(
+        rig.owned_groups(uid).await.is_empty(),
+        "a group was created"
+    );
+    r.message.clone()
+}
+
+/// The report row of a case refused at apply, or why it is not.
+fn check_refused(case: &str, needle: &str, ok: bool, err: &str) -> Option<String> {
+    if ok {
+        return Some(format!("{case}: should be refused at apply"));
+    }
+    if !err.contains(needle) {
+        return Some(format!("{case}: the message should name {needle}: {err}"));
+    }
     eprintln!(
         "| `{case}` | API server | {} |",
         err.trim().replace('\n', " ").replace('|', "\\|")
     );
+    None
 }

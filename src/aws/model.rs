@@ -9,6 +9,9 @@ pub const TAG_OWNER_UID: &str = "bedrock.privatelink.io/owner-uid";
 pub const TAG_NAME: &str = "bedrock.privatelink.io/name";
 pub const TAG_NAMESPACE: &str = "bedrock.privatelink.io/namespace";
 pub const TAG_SERVICE: &str = "bedrock.privatelink.io/service";
+/// Which spec.tags keys the operator set on a resource (short hashes of the keys), so that a
+/// key removed from spec.tags is removed from AWS and tags set by others are left alone.
+pub const TAG_SPEC_KEYS: &str = "bedrock.privatelink.io/spec-tag-keys";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VpcFacts {

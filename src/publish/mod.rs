@@ -8,6 +8,10 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{BedrockPrivateLink, EndpointStatus};
 use crate::catalog::BedrockService;
+use crate::names;
+
+mod write;
+pub use write::{Publication, delete_config_map, delete_config_map_in, publish_config};
 
 pub const MANAGED_BY: &str = "bedrock-privatelink-operator";
 pub const OWNER_UID_LABEL: &str = "bedrock.privatelink.io/owner-uid";
@@ -67,10 +71,14 @@ pub fn config_map(
                     "app.kubernetes.io/managed-by".to_string(),
                     MANAGED_BY.to_string(),
                 ),
-                ("bedrock.privatelink.io/owner".to_string(), obj.name_any()),
+                // Label values hold 63 characters; names hold 253.
+                (
+                    "bedrock.privatelink.io/owner".to_string(),
+                    names::fit(&obj.name_any(), names::LABEL_VALUE_MAX),
+                ),
                 (
                     "bedrock.privatelink.io/owner-namespace".to_string(),
-                    obj.namespace().unwrap_or_default(),
+                    names::fit(&obj.namespace().unwrap_or_default(), names::LABEL_VALUE_MAX),
                 ),
                 (OWNER_UID_LABEL.to_string(), obj.uid().unwrap_or_default()),
             ])),

@@ -3,27 +3,46 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+/// One key's answer, stamped with when its fetch started (a describe that began before a
+/// change may not show it, so it counts as older than the change).
+type Slot<V> = Arc<tokio::sync::Mutex<Option<(Instant, V)>>>;
 
 /// Entries expire after `ttl`; expired entries are dropped on every insert, so the map holds
-/// at most the keys used within one ttl (a few VPCs and subnet queries).
+/// at most the keys used within one ttl (a few VPCs and subnet queries). Fetches are
+/// single-flight per key: concurrent callers for one key share one fetch, and callers for
+/// other keys never wait for it (the map's own lock is held only to find a key's slot).
 pub struct TtlCache<K, V> {
     ttl: Duration,
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    entries: std::sync::Mutex<HashMap<K, Slot<V>>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: Mutex::default(),
+            entries: Default::default(),
         }
     }
 
-    /// The cached value, or `fetch`'s. The lock is held while fetching, so concurrent
-    /// reconciles of one VPC share a single describe instead of racing to make one each.
+    fn slot(&self, key: &K) -> Slot<V> {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if let Some(s) = entries.get(key) {
+            return s.clone();
+        }
+        let ttl = self.ttl;
+        // Drop expired answers (a slot being fetched is locked: keep it).
+        entries.retain(|_, s| {
+            s.try_lock()
+                .map(|v| v.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl))
+                .unwrap_or(true)
+        });
+        entries.entry(key.clone()).or_default().clone()
+    }
+
+    /// The cached value, or `fetch`'s (one fetch per key at a time).
     pub async fn get_or_fetch<E, F, Fut>(&self, key: &K, fetch: F) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
@@ -33,7 +52,8 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     /// Like `get_or_fetch`, but a cached value counts only if it is younger than `max_age`
-    /// (and the ttl) and was stored at or after `not_before` (e.g. the last change we made).
+    /// (and the ttl) and its fetch started at or after `not_before` (e.g. the last change we
+    /// made).
     pub async fn get_or_fetch_fresh<E, F, Fut>(
         &self,
         key: &K,
@@ -45,29 +65,30 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        let mut entries = self.entries.lock().await;
-        if let Some((at, v)) = entries.get(key)
+        let slot = self.slot(key);
+        let mut held = slot.lock().await;
+        if let Some((at, v)) = held.as_ref()
             && usable(*at, max_age.min(self.ttl), not_before)
         {
             return Ok(v.clone());
         }
+        let started = Instant::now();
         let v = fetch().await?;
-        let ttl = self.ttl;
-        entries.retain(|_, (at, _)| at.elapsed() < ttl);
-        entries.insert(key.clone(), (Instant::now(), v.clone()));
+        *held = Some((started, v.clone()));
         Ok(v)
     }
 
     /// The cached value if it is younger than `max_age` (and the ttl) and was stored at or
-    /// after `not_before`.
+    /// after `not_before`. Does not wait for a fetch in flight.
     pub async fn get_fresh(
         &self,
         key: &K,
         max_age: Duration,
         not_before: Option<Instant>,
     ) -> Option<V> {
-        let entries = self.entries.lock().await;
-        let (at, v) = entries.get(key)?;
+        let slot = self.entries.lock().expect("cache lock").get(key)?.clone();
+        let held = slot.lock().await;
+        let (at, v) = held.as_ref()?;
         usable(*at, max_age.min(self.ttl), not_before).then(|| v.clone())
     }
 
@@ -76,28 +97,27 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub async fn put(&self, key: K, v: V) {
-        let ttl = self.ttl;
-        let mut entries = self.entries.lock().await;
-        entries.retain(|_, (at, _)| at.elapsed() < ttl);
-        entries.insert(key, (Instant::now(), v));
+        let slot = self.slot(&key);
+        *slot.lock().await = Some((Instant::now(), v));
     }
 
     /// Drops expired entries (inserts do too; this frees them when nothing is inserted).
     pub async fn prune(&self) {
         let ttl = self.ttl;
-        self.entries
-            .lock()
-            .await
-            .retain(|_, (at, _)| at.elapsed() < ttl);
+        self.entries.lock().expect("cache lock").retain(|_, s| {
+            s.try_lock()
+                .map(|v| v.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl))
+                .unwrap_or(true)
+        });
     }
 
     pub async fn invalidate(&self, key: &K) {
-        self.entries.lock().await.remove(key);
+        self.entries.lock().expect("cache lock").remove(key);
     }
 
     /// How many entries are held (expired ones included until the next insert).
     pub async fn entry_count(&self) -> usize {
-        self.entries.lock().await.len()
+        self.entries.lock().expect("cache lock").len()
     }
 }
 
@@ -158,6 +178,49 @@ mod tests {
             cache.get_fresh(&1, Duration::from_secs(5), None).await,
             Some(11)
         );
+    }
+
+    #[tokio::test]
+    async fn one_fetch_per_key_and_keys_do_not_wait_for_each_other() {
+        let cache: Arc<TtlCache<u8, u8>> = Arc::new(TtlCache::new(Duration::from_secs(60)));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let slow = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_fetch(&1, || async {
+                        released.await.ok();
+                        Ok::<u8, ()>(1)
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Another key answers while key 1's fetch is in flight.
+        let other = tokio::time::timeout(
+            Duration::from_secs(2),
+            cache.get_or_fetch(&2, || async { Ok::<u8, ()>(2) }),
+        )
+        .await;
+        assert_eq!(other, Ok(Ok(2)));
+        // A second caller for key 1 waits for that fetch and shares its answer.
+        let calls = Arc::new(AtomicU32::new(0));
+        let waiter = tokio::spawn({
+            let (cache, calls) = (cache.clone(), calls.clone());
+            async move {
+                cache
+                    .get_or_fetch(&1, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok::<u8, ()>(9)
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        assert_eq!(slow.await.unwrap(), Ok(1));
+        assert_eq!(waiter.await.unwrap(), Ok(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "one fetch for key 1");
     }
 
     #[tokio::test]

@@ -1,17 +1,40 @@
-//! Reading the world: Kubernetes Nodes and EC2 describes. No decisions here.
+//! Step 1, observe: read the world (Kubernetes Nodes, EC2 describes, memory) for one object.
+//! No decisions here beyond which answers are fresh enough (memory.rs has the rule).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
 
-use super::validate::{Observed, SubnetSource};
-use super::{Context, Error};
-use crate::api::BedrockPrivateLinkSpec;
-use crate::aws::{EndpointFacts, ServiceFacts, SubnetFacts, TAG_OWNER_UID, VpcFacts, filter};
+use super::memory::SeenEndpoints;
+use super::plan::{self, Owner};
+use super::validate::{self, Observed, SubnetSource};
+use super::{Context, Error, FRESH, Failure};
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkSpec};
+use crate::aws::{
+    EndpointFacts, GroupFacts, ServiceFacts, SubnetFacts, TAG_OWNER_UID, VpcFacts, filter,
+};
 use crate::catalog::BedrockService;
+
+/// What one reconcile saw.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub vpc_id: String,
+    /// A resync of an object that is Ready at its generation: shared answers will do.
+    pub steady: bool,
+    /// No spec change since our last status write: our own recent writes are as good as a
+    /// describe.
+    pub settling: bool,
+    /// What validation needs (the VPC, subnets, services, named groups, others' endpoints).
+    pub facts: Observed,
+    pub endpoints: Vec<EndpointFacts>,
+    pub groups: Vec<GroupFacts>,
+    /// When the EC2 reads began (for memory's rule).
+    pub taken: Instant,
+}
 
 /// The cluster's network as seen from its Nodes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,18 +50,36 @@ pub fn instance_id(provider_id: &str) -> Option<&str> {
 }
 
 impl Context {
-    /// Cluster VPC and node subnets, from the Nodes' provider ids (cached for a resync period).
+    /// Cluster VPC and node subnets, from the Nodes' provider ids (the Node watch's store;
+    /// a list only if there is none), cached for a resync period.
     pub async fn cluster_network(&self) -> Result<ClusterNetwork, Error> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let list = nodes
-            .list(&ListParams::default())
-            .await
-            .map_err(Error::Kube)?;
-        let mut ids: Vec<String> = list
-            .items
+        let provider_ids: Vec<String> = match &self.nodes {
+            Some(store) => {
+                // Not before the Node watch has listed them all (an empty store would read as
+                // "no VPC"). Polled: the store wakes only its last waiter.
+                let tick = Duration::from_millis(200);
+                while tokio::time::timeout(tick, store.wait_until_ready())
+                    .await
+                    .is_err()
+                {}
+                store
+                    .state()
+                    .iter()
+                    .filter_map(|n| n.spec.as_ref()?.provider_id.clone())
+                    .collect()
+            }
+            None => Api::<Node>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(Error::Kube)?
+                .items
+                .into_iter()
+                .filter_map(|n| n.spec?.provider_id)
+                .collect(),
+        };
+        let mut ids: Vec<String> = provider_ids
             .iter()
-            .filter_map(|n| n.spec.as_ref()?.provider_id.as_deref())
-            .filter_map(instance_id)
+            .filter_map(|p| instance_id(p))
             .map(str::to_string)
             .collect();
         ids.sort();
@@ -78,7 +119,7 @@ impl Context {
     /// The endpoint services of this region, cached: the catalog changes rarely.
     pub async fn services(&self) -> Result<BTreeMap<String, ServiceFacts>, Error> {
         let region = self.ec2.region.clone();
-        self.caches
+        self.shared
             .services
             .get_or_fetch(&region, || async {
                 let all: Vec<String> = BedrockService::ALL
@@ -95,7 +136,7 @@ impl Context {
     }
 
     /// Everything validation needs, for a resolved VPC.
-    pub async fn observe(
+    async fn observe_network(
         &self,
         spec: &BedrockPrivateLinkSpec,
         vpc_id: &str,
@@ -167,9 +208,9 @@ impl Context {
                 .map_err(Error::Aws)
         };
         // Like VPCs: shared for `FRESH` by every reconcile, for the ttl by steady resyncs.
-        let max_age = if steady { Duration::MAX } else { super::FRESH };
+        let max_age = if steady { Duration::MAX } else { FRESH };
         let key = format!("{ids:?}|{vpc_id:?}|{tags:?}");
-        self.caches
+        self.shared
             .subnets
             .get_or_fetch_fresh(&key, max_age, None, fetch)
             .await
@@ -181,6 +222,222 @@ impl Context {
             .await
             .map_err(Error::Aws)
     }
+}
+
+impl Context {
+    /// Observes one object: its VPC (spec, operator default, or the Nodes'), what validation
+    /// needs, and its endpoints and groups. Fails with `Invalid` when the VPC cannot be chosen.
+    pub async fn observe_object(&self, obj: &BedrockPrivateLink) -> Result<Observation, Failure> {
+        let spec = &obj.spec;
+        let owner = Owner::of(obj);
+        let generation = obj.metadata.generation;
+        let needs_nodes = spec.vpc_id.is_none() && self.config.default_vpc_id.is_none()
+            || spec
+                .subnets
+                .as_ref()
+                .is_none_or(|s| s.ids.is_none() && s.selector.is_none());
+        let network = if needs_nodes {
+            self.cluster_network().await?
+        } else {
+            Default::default()
+        };
+        let vpc_id = validate::choose_vpc(spec, self.config.default_vpc_id.as_deref(), &network)?;
+        let taken = Instant::now();
+        // Ready at its generation by its status, or by what a reconcile of ours concluded
+        // moments ago (the store may not show that status write yet).
+        let concluded = self
+            .memory
+            .endpoints(&owner.uid, generation, Duration::MAX)
+            .is_some_and(|s| s.ready);
+        let steady = is_steady(obj) || concluded;
+        let settling = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == generation);
+        let mut facts = self
+            .observe_vpc(spec, &vpc_id, &network.subnet_ids, steady)
+            .await?;
+        let seen = if facts.vpc.is_some() {
+            self.endpoints_in_vpc(&owner.uid, generation, &vpc_id, spec.private_dns, steady)
+                .await?
+        } else {
+            Default::default()
+        };
+        facts.foreign_endpoints = seen.foreign.clone();
+        let groups = self
+            .owned_groups(&owner, generation, &vpc_id, steady, settling)
+            .await?;
+        Ok(Observation {
+            vpc_id,
+            steady,
+            settling,
+            facts,
+            endpoints: seen.owned.clone(),
+            groups,
+            taken,
+        })
+    }
+
+    async fn observe_vpc(
+        &self,
+        spec: &BedrockPrivateLinkSpec,
+        vpc_id: &str,
+        node_subnets: &BTreeSet<String>,
+        steady: bool,
+    ) -> Result<Observed, Error> {
+        let key = (vpc_id.to_string(), spec.private_dns);
+        let fetch = || async {
+            self.ec2
+                .describe_vpc(vpc_id, spec.private_dns)
+                .await
+                .map_err(Error::Aws)
+        };
+        // VPCs hardly change: every reconcile shares one answer for a while (`FRESH` unless
+        // this is a steady-state resync), so a burst of creates asks once.
+        let max_age = if steady { Duration::MAX } else { FRESH };
+        let vpc = self
+            .shared
+            .vpcs
+            .get_or_fetch_fresh(&key, max_age, None, fetch)
+            .await?;
+        let mut obs = self
+            .observe_network(spec, vpc_id, node_subnets, vpc, steady)
+            .await?;
+        obs.vpc_id = vpc_id.to_string();
+        Ok(obs)
+    }
+
+    /// The object's endpoints in the VPC and, with private DNS, the VPC's other endpoints (only
+    /// one endpoint per service may have private DNS). A steady-state resync uses what a
+    /// reconcile of it saw (by memory's rule), else the VPC's shared answer; others ask AWS
+    /// for just their own endpoints.
+    async fn endpoints_in_vpc(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        vpc_id: &str,
+        private_dns: bool,
+        steady: bool,
+    ) -> Result<Arc<SeenEndpoints>, Error> {
+        let split = |all: &[EndpointFacts]| {
+            let mut seen = SeenEndpoints::default();
+            for e in all.iter().filter(|e| e.vpc_id == vpc_id) {
+                if e.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid) {
+                    seen.owned.push(e.clone());
+                } else if private_dns {
+                    seen.foreign.push(e.clone());
+                }
+            }
+            seen
+        };
+        if steady {
+            if let Some(seen) = self.memory.endpoints(uid, generation, Duration::MAX) {
+                return Ok(seen);
+            }
+            let all = self
+                .shared
+                .endpoints
+                .get_or_fetch_fresh(
+                    &vpc_id.to_string(),
+                    Duration::MAX,
+                    self.memory.changed_at(uid),
+                    || async {
+                        self.ec2
+                            .describe_endpoints(vec![filter("vpc-id", [vpc_id])])
+                            .await
+                            .map(Arc::new)
+                            .map_err(Error::Aws)
+                    },
+                )
+                .await?;
+            return Ok(Arc::new(split(&all)));
+        }
+        // Without private DNS only ours matter: one narrow filter (the VPC is checked above).
+        let filters = if private_dns {
+            vec![filter("vpc-id", [vpc_id])]
+        } else {
+            vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])]
+        };
+        let all = self
+            .ec2
+            .describe_endpoints(filters)
+            .await
+            .map_err(Error::Aws)?;
+        Ok(Arc::new(split(&all)))
+    }
+
+    /// The object's groups. A steady-state resync, or a reconcile with no spec change since
+    /// the last one (waiting for an endpoint, say), uses what we last saw or left; a
+    /// steady-state resync otherwise shares one describe per VPC.
+    async fn owned_groups(
+        &self,
+        owner: &Owner,
+        generation: Option<i64>,
+        vpc_id: &str,
+        steady: bool,
+        settling: bool,
+    ) -> Result<Vec<GroupFacts>, Error> {
+        let uid = owner.uid.as_str();
+        if steady || settling {
+            let max_age = if steady { Duration::MAX } else { FRESH };
+            if let Some(g) = self.memory.groups(uid, generation, max_age) {
+                return Ok(g.to_vec());
+            }
+        }
+        if steady {
+            let all = self
+                .shared
+                .groups
+                .get_or_fetch_fresh(
+                    &vpc_id.to_string(),
+                    Duration::MAX,
+                    self.memory.changed_at(uid),
+                    || async {
+                        // Every group we name (bpl-<uid>); the owner tag is checked below.
+                        self.ec2
+                            .describe_security_groups(vec![
+                                filter("vpc-id", [vpc_id]),
+                                filter("group-name", [plan::GROUP_NAME_PATTERN]),
+                            ])
+                            .await
+                            .map(Arc::new)
+                            .map_err(Error::Aws)
+                    },
+                )
+                .await?;
+            return Ok(all
+                .iter()
+                .filter(|g| g.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid))
+                .cloned()
+                .collect());
+        }
+        self.groups_of(owner).await
+    }
+
+    /// The object's groups. We name ours `bpl-<uid>` and tag them with the uid; asking by that
+    /// exact name is the narrowest filter (the emulator evaluates a tag filter by scanning
+    /// every tag of every resource for each group, which grows with the square of the
+    /// objects). Only groups that carry our owner tag count.
+    pub async fn groups_of(&self, owner: &Owner) -> Result<Vec<GroupFacts>, Error> {
+        let found = self
+            .ec2
+            .describe_security_groups(vec![filter("group-name", [owner.group_name().as_str()])])
+            .await
+            .map_err(Error::Aws)?;
+        Ok(found
+            .into_iter()
+            .filter(|g| g.tags.get(TAG_OWNER_UID) == Some(&owner.uid))
+            .collect())
+    }
+}
+
+/// Ready at the generation it was last reconciled at: a resync, not a change.
+fn is_steady(obj: &BedrockPrivateLink) -> bool {
+    let Some(status) = obj.status.as_ref() else {
+        return false;
+    };
+    status.observed_generation == obj.metadata.generation
+        && super::status::ready_of(Some(status)).is_some_and(|c| c.status == "True")
 }
 
 #[cfg(test)]

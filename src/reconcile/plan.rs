@@ -1,4 +1,4 @@
-//! Desired state and the minimal changes that reach it (pure).
+//! Step 3, plan (pure): the desired state and the minimal changes that reach it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -6,12 +6,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::validate::Valid;
-use crate::api::BedrockPrivateLinkSpec;
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkSpec};
 use crate::aws::{
     CreateEndpoint, EndpointFacts, GroupFacts, IpRule, ModifyEndpoint, RuleSource, TAG_NAME,
-    TAG_NAMESPACE, TAG_OWNER_UID, TAG_SERVICE,
+    TAG_NAMESPACE, TAG_OWNER_UID, TAG_SERVICE, TAG_SPEC_KEYS,
 };
 use crate::catalog::BedrockService;
+use crate::names::{self, GROUP_NAME_MAX, TAG_VALUE_MAX};
 use crate::policy;
 
 /// Who the object is, for names and ownership tags (derived from the uid).
@@ -23,12 +24,33 @@ pub struct Owner {
 }
 
 impl Owner {
+    pub fn of(obj: &BedrockPrivateLink) -> Self {
+        use kube::ResourceExt;
+        Self {
+            uid: obj.uid().unwrap_or_default(),
+            name: obj.name_any(),
+            namespace: obj.namespace().unwrap_or_default(),
+        }
+    }
+
+    /// The spec's tags, ours (which win), and the record of which spec keys we set.
     pub fn tags(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut tags = extra.clone();
         tags.insert(TAG_OWNER_UID.into(), self.uid.clone());
-        tags.insert(TAG_NAME.into(), self.name.clone());
+        tags.insert(TAG_NAME.into(), names::fit(&self.name, TAG_VALUE_MAX));
         tags.insert(TAG_NAMESPACE.into(), self.namespace.clone());
+        tags.insert(TAG_SPEC_KEYS.into(), spec_keys_record(extra.keys()));
         tags
+    }
+
+    /// The `Name` tag: `bpl-<namespace>-<name>[-<suffix>]`, within a tag value's limit.
+    fn name_tag(&self, suffix: Option<&str>) -> String {
+        let base = format!("bpl-{}-{}", self.namespace, self.name);
+        let full = match suffix {
+            Some(s) => format!("{base}-{s}"),
+            None => base,
+        };
+        names::fit(&full, TAG_VALUE_MAX)
     }
 
     /// Group names are unique per VPC; deriving it from the uid makes a retried create fail
@@ -99,16 +121,14 @@ pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> D
                 sources.extend(valid.vpc.ipv6_cidrs.iter().cloned().map(RuleSource::Ipv6));
             }
             let mut tags = owner.tags(&spec.tags);
-            tags.insert(
-                "Name".into(),
-                format!("bpl-{}-{}", owner.namespace, owner.name),
+            tags.insert("Name".into(), owner.name_tag(None));
+            let description = format!(
+                "Bedrock PrivateLink endpoints of {}/{} (HTTPS in only)",
+                owner.namespace, owner.name
             );
             Some(DesiredGroup {
                 name: owner.group_name(),
-                description: format!(
-                    "Bedrock PrivateLink endpoints of {}/{} (HTTPS in only)",
-                    owner.namespace, owner.name
-                ),
+                description: names::fit(&description, GROUP_NAME_MAX),
                 vpc_id: valid.vpc.id.clone(),
                 ingress: sources.into_iter().map(IpRule::https_from).collect(),
                 tags,
@@ -121,10 +141,7 @@ pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> D
         .map(|p| {
             let mut tags = owner.tags(&spec.tags);
             tags.insert(TAG_SERVICE.into(), p.service.as_str().into());
-            tags.insert(
-                "Name".into(),
-                format!("bpl-{}-{}-{}", owner.namespace, owner.name, p.service),
-            );
+            tags.insert("Name".into(), owner.name_tag(Some(p.service.as_str())));
             DesiredEndpoint {
                 service: p.service,
                 service_name: p.service_name.clone(),
@@ -182,96 +199,51 @@ pub enum EndpointAction {
         id: String,
         reason: String,
     },
-    /// In a state where AWS refuses changes (pending); look again soon.
+    /// AWS gave up on the endpoint (failed, rejected, expired): delete it; the replacement is
+    /// created once it is gone.
+    Replace {
+        id: String,
+        service_name: String,
+        state: String,
+        last_error: Option<String>,
+    },
+    /// In a state where AWS refuses changes (pending, or deleting before a replacement, or a
+    /// failed endpoint whose replacement waits for its backoff); look again soon.
     Wait {
         id: String,
         state: String,
     },
 }
 
-/// The endpoint actions, given the endpoints we own and the group ids they should carry.
+/// States AWS never leaves by itself: only deleting and creating again helps.
+pub fn is_dead(e: &EndpointFacts) -> bool {
+    e.state_is("failed") || e.state_is("rejected") || e.state_is("expired")
+}
+
+/// The endpoint actions, given the endpoints we own, the group ids they should carry, and the
+/// services whose dead endpoint may be replaced now (the others wait for their backoff).
 pub fn plan_endpoints(
     desired: &Desired,
     owned: &[EndpointFacts],
     group_ids: &[String],
     owner: &Owner,
+    may_replace: &BTreeSet<String>,
 ) -> Vec<EndpointAction> {
     let mut actions = Vec::new();
-    let live: Vec<&EndpointFacts> = owned
+    let in_vpc: Vec<&EndpointFacts> = owned
         .iter()
-        .filter(|e| !e.is_deleted_or_deleting())
+        .filter(|e| e.vpc_id == desired.vpc_id)
         .collect();
-    let wanted_groups: BTreeSet<String> = group_ids.iter().cloned().collect();
     for d in &desired.endpoints {
-        let mut mine: Vec<&EndpointFacts> = live
+        let mine: Vec<&EndpointFacts> = in_vpc
             .iter()
             .copied()
-            .filter(|e| e.service_name == d.service_name && e.vpc_id == desired.vpc_id)
+            .filter(|e| e.service_name == d.service_name)
             .collect();
-        // Keep the most advanced one if a duplicate ever slipped through; delete the rest.
-        mine.sort_by_key(|e| (!e.state_is("available"), e.id.clone()));
-        for extra in mine.iter().skip(1) {
-            actions.push(EndpointAction::Delete {
-                id: extra.id.clone(),
-                reason: format!("duplicate endpoint for {}", d.service),
-            });
-        }
-        let Some(current) = mine.first() else {
-            let policy = d.policy.to_string();
-            let mut req = CreateEndpoint {
-                vpc_id: desired.vpc_id.clone(),
-                service_name: d.service_name.clone(),
-                subnet_ids: d.subnet_ids.iter().cloned().collect(),
-                group_ids: group_ids.to_vec(),
-                private_dns: d.private_dns,
-                policy,
-                client_token: String::new(),
-                tags: d.tags.clone(),
-            };
-            req.client_token = client_token(owner, &req);
-            actions.push(EndpointAction::Create(req));
-            continue;
-        };
-        if current.state_is("pending") || current.state_is("pendingacceptance") {
-            actions.push(EndpointAction::Wait {
-                id: current.id.clone(),
-                state: current.state.clone(),
-            });
-            continue;
-        }
-        let policy_differs = current
-            .policy
-            .as_ref()
-            .is_none_or(|p| !policy::equivalent(p, &d.policy));
-        let m = ModifyEndpoint {
-            id: current.id.clone(),
-            add_subnets: d
-                .subnet_ids
-                .difference(&current.subnet_ids)
-                .cloned()
-                .collect(),
-            remove_subnets: current
-                .subnet_ids
-                .difference(&d.subnet_ids)
-                .cloned()
-                .collect(),
-            add_groups: wanted_groups
-                .difference(&current.group_ids)
-                .cloned()
-                .collect(),
-            remove_groups: current
-                .group_ids
-                .difference(&wanted_groups)
-                .cloned()
-                .collect(),
-            policy: policy_differs.then(|| d.policy.to_string()),
-            private_dns: (current.private_dns != d.private_dns).then_some(d.private_dns),
-        };
-        if !m.is_noop() {
-            actions.push(EndpointAction::Modify(m));
-        }
+        let replace = may_replace.contains(&d.service_name);
+        actions.extend(plan_service(desired, d, &mine, group_ids, owner, replace));
     }
-    for e in &live {
+    for e in owned.iter().filter(|e| !e.is_deleted_or_deleting()) {
         let wanted = desired
             .endpoints
             .iter()
@@ -284,6 +256,185 @@ pub fn plan_endpoints(
         }
     }
     actions
+}
+
+/// One service's endpoint: create, wait, replace, or bring it in line. Never more than one
+/// endpoint per service at a time: a new one is created only when no other is left, not even
+/// one still deleting.
+fn plan_service(
+    desired: &Desired,
+    d: &DesiredEndpoint,
+    mine: &[&EndpointFacts],
+    group_ids: &[String],
+    owner: &Owner,
+    may_replace: bool,
+) -> Vec<EndpointAction> {
+    let mut live: Vec<&EndpointFacts> = mine
+        .iter()
+        .copied()
+        .filter(|e| !e.is_deleted_or_deleting())
+        .collect();
+    // Keep the most advanced one if a duplicate ever slipped through; delete the rest.
+    live.sort_by_key(|e| (!e.state_is("available"), is_dead(e), e.id.clone()));
+    let mut actions: Vec<EndpointAction> = live
+        .iter()
+        .skip(1)
+        .map(|extra| EndpointAction::Delete {
+            id: extra.id.clone(),
+            reason: format!("duplicate endpoint for {}", d.service),
+        })
+        .collect();
+    let Some(current) = live.first() else {
+        match mine.iter().find(|e| e.state_is("deleting")) {
+            Some(going) => actions.push(EndpointAction::Wait {
+                id: going.id.clone(),
+                state: going.state.clone(),
+            }),
+            None => actions.push(EndpointAction::Create(create_request(
+                desired, d, group_ids, owner,
+            ))),
+        }
+        return actions;
+    };
+    if is_dead(current) {
+        actions.push(if may_replace {
+            EndpointAction::Replace {
+                id: current.id.clone(),
+                service_name: current.service_name.clone(),
+                state: current.state.clone(),
+                last_error: current.last_error.clone(),
+            }
+        } else {
+            EndpointAction::Wait {
+                id: current.id.clone(),
+                state: current.state.clone(),
+            }
+        });
+        return actions;
+    }
+    if current.state_is("pending") || current.state_is("pendingacceptance") {
+        actions.push(EndpointAction::Wait {
+            id: current.id.clone(),
+            state: current.state.clone(),
+        });
+        return actions;
+    }
+    let m = modification(d, current, group_ids);
+    if !m.is_noop() {
+        actions.push(EndpointAction::Modify(m));
+    }
+    actions
+}
+
+fn create_request(
+    desired: &Desired,
+    d: &DesiredEndpoint,
+    group_ids: &[String],
+    owner: &Owner,
+) -> CreateEndpoint {
+    let mut req = CreateEndpoint {
+        vpc_id: desired.vpc_id.clone(),
+        service_name: d.service_name.clone(),
+        subnet_ids: d.subnet_ids.iter().cloned().collect(),
+        group_ids: group_ids.to_vec(),
+        private_dns: d.private_dns,
+        policy: d.policy.to_string(),
+        client_token: String::new(),
+        tags: d.tags.clone(),
+    };
+    req.client_token = client_token(owner, &req);
+    req
+}
+
+/// The in-place changes that bring `current` to `d` (subnets, groups, policy, private DNS).
+fn modification(
+    d: &DesiredEndpoint,
+    current: &EndpointFacts,
+    group_ids: &[String],
+) -> ModifyEndpoint {
+    let wanted_groups: BTreeSet<String> = group_ids.iter().cloned().collect();
+    let policy_differs = current
+        .policy
+        .as_ref()
+        .is_none_or(|p| !policy::equivalent(p, &d.policy));
+    ModifyEndpoint {
+        id: current.id.clone(),
+        add_subnets: d
+            .subnet_ids
+            .difference(&current.subnet_ids)
+            .cloned()
+            .collect(),
+        remove_subnets: current
+            .subnet_ids
+            .difference(&d.subnet_ids)
+            .cloned()
+            .collect(),
+        add_groups: wanted_groups
+            .difference(&current.group_ids)
+            .cloned()
+            .collect(),
+        remove_groups: current
+            .group_ids
+            .difference(&wanted_groups)
+            .cloned()
+            .collect(),
+        policy: policy_differs.then(|| d.policy.to_string()),
+        private_dns: (current.private_dns != d.private_dns).then_some(d.private_dns),
+    }
+}
+
+/// Tag changes on one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TagPlan {
+    /// Tags to add or overwrite.
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove: spec.tags keys we set earlier (by the record tag) that the spec no
+    /// longer has. Tags someone else set are never removed.
+    pub remove: Vec<String>,
+}
+
+impl TagPlan {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `desired` is what `Owner::tags` (plus Name and service) gives; `observed` the resource's
+/// tags now.
+pub fn plan_tags(
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, String>,
+) -> TagPlan {
+    let set = desired
+        .iter()
+        .filter(|(k, v)| observed.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let recorded: BTreeSet<&str> = observed
+        .get(TAG_SPEC_KEYS)
+        .map(|r| r.split('.').collect())
+        .unwrap_or_default();
+    let remove = observed
+        .keys()
+        .filter(|k| !desired.contains_key(*k) && recorded.contains(key_hash(k).as_str()))
+        .cloned()
+        .collect();
+    TagPlan { set, remove }
+}
+
+/// The record of spec.tags keys: 6 hex digits of each key's SHA-256, sorted, dot-separated
+/// (30 keys, the most spec.tags holds, take 209 of a tag value's 256 characters).
+pub fn spec_keys_record<'a>(keys: impl IntoIterator<Item = &'a String>) -> String {
+    let hashes: BTreeSet<String> = keys.into_iter().map(|k| key_hash(k)).collect();
+    hashes.into_iter().collect::<Vec<_>>().join(".")
+}
+
+fn key_hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .take(3)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Deterministic and request-specific: a retried identical create returns the same endpoint;
@@ -326,6 +477,10 @@ mod tests {
     use crate::aws::VpcFacts;
     use crate::reconcile::validate::ServicePlacement;
     use serde_json::json;
+
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
 
     fn owner() -> Owner {
         Owner {
@@ -433,25 +588,32 @@ mod tests {
         let d = desired(&spec(), &valid(), &owner());
         let groups = vec!["sg-1".to_string()];
         // Nothing yet: one create, with a deterministic token.
-        let a = plan_endpoints(&d, &[], &groups, &owner());
-        let b = plan_endpoints(&d, &[], &groups, &owner());
+        let a = plan_endpoints(&d, &[], &groups, &owner(), &none());
+        let b = plan_endpoints(&d, &[], &groups, &owner(), &none());
         assert!(matches!(&a[..], [EndpointAction::Create(c)] if c.client_token.len() <= 64));
         assert_eq!(a, b);
         // In sync: nothing.
         assert!(
-            plan_endpoints(&d, &[endpoint("vpce-1", "available")], &groups, &owner()).is_empty()
+            plan_endpoints(
+                &d,
+                &[endpoint("vpce-1", "available")],
+                &groups,
+                &owner(),
+                &none()
+            )
+            .is_empty()
         );
         // Same policy written differently: nothing.
         let mut reworded = endpoint("vpce-1", "Available");
         reworded.policy = Some(std::sync::Arc::new(
             json!({"Statement":{"Effect":"Allow","Principal":{"AWS":"*"},"Resource":"*","Action":["bedrock:InvokeModelWithResponseStream","bedrock:InvokeModel"],"Sid":"BedrockInvoke"},"Version":"2012-10-17"}),
         ));
-        assert!(plan_endpoints(&d, &[reworded], &groups, &owner()).is_empty());
+        assert!(plan_endpoints(&d, &[reworded], &groups, &owner(), &none()).is_empty());
         // Pending: wait, change nothing.
         let mut pending = endpoint("vpce-1", "pending");
         pending.private_dns = false;
         assert!(matches!(
-            &plan_endpoints(&d, &[pending], &groups, &owner())[..],
+            &plan_endpoints(&d, &[pending], &groups, &owner(), &none())[..],
             [EndpointAction::Wait { .. }]
         ));
         // Drifted: minimal modify.
@@ -462,7 +624,7 @@ mod tests {
         drifted.policy = Some(std::sync::Arc::new(
             json!({"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Principal":"*"}]}),
         ));
-        let plan = plan_endpoints(&d, &[drifted], &groups, &owner());
+        let plan = plan_endpoints(&d, &[drifted], &groups, &owner(), &none());
         let EndpointAction::Modify(m) = &plan[0] else {
             panic!("{plan:?}")
         };
@@ -484,6 +646,7 @@ mod tests {
             ],
             &groups,
             &owner(),
+            &none(),
         );
         let deleted: Vec<&str> = plan
             .iter()
@@ -493,23 +656,102 @@ mod tests {
             })
             .collect();
         assert_eq!(deleted, vec!["vpce-2", "vpce-9"]);
-        // Deleting ones are ignored: a new one is created.
+        // One still deleting: wait for it to go (never two at a time); gone: create.
         assert!(matches!(
-            &plan_endpoints(&d, &[endpoint("vpce-1", "deleting")], &groups, &owner())[..],
+            &plan_endpoints(
+                &d,
+                &[endpoint("vpce-1", "deleting")],
+                &groups,
+                &owner(),
+                &none()
+            )[..],
+            [EndpointAction::Wait { .. }]
+        ));
+        assert!(matches!(
+            &plan_endpoints(
+                &d,
+                &[endpoint("vpce-1", "deleted")],
+                &groups,
+                &owner(),
+                &none()
+            )[..],
             [EndpointAction::Create(_)]
         ));
+    }
+
+    #[test]
+    fn dead_endpoints_are_replaced_only_when_allowed() {
+        let d = desired(&spec(), &valid(), &owner());
+        let groups = vec!["sg-1".to_string()];
+        for state in ["failed", "rejected", "Expired"] {
+            let dead = endpoint("vpce-1", state);
+            let allowed: BTreeSet<String> = [dead.service_name.clone()].into();
+            assert!(matches!(
+                &plan_endpoints(&d, std::slice::from_ref(&dead), &groups, &owner(), &allowed)[..],
+                [EndpointAction::Replace { id, .. }] if id == "vpce-1"
+            ));
+            assert!(matches!(
+                &plan_endpoints(&d, &[dead], &groups, &owner(), &none())[..],
+                [EndpointAction::Wait { .. }]
+            ));
+        }
+        // An available one beside a failed one: keep the available, delete the failed.
+        let plan = plan_endpoints(
+            &d,
+            &[
+                endpoint("vpce-1", "failed"),
+                endpoint("vpce-2", "available"),
+            ],
+            &groups,
+            &owner(),
+            &none(),
+        );
+        assert!(matches!(&plan[..], [EndpointAction::Delete { id, .. }] if id == "vpce-1"));
+    }
+
+    #[test]
+    fn tags_change_in_place_and_only_ours_are_removed() {
+        let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let o = owner();
+        let before = o.tags(&tags(&[("team", "a"), ("gone", "x")]));
+        let mut observed = before.clone();
+        observed.insert("cost-center".into(), "foreign".into());
+        let after = o.tags(&tags(&[("team", "b"), ("new", "y")]));
+        let p = plan_tags(&after, &observed);
+        assert_eq!(p.set.get("team").map(String::as_str), Some("b"));
+        assert_eq!(p.set.get("new").map(String::as_str), Some("y"));
+        assert!(
+            p.set.contains_key(TAG_SPEC_KEYS),
+            "the record follows the spec"
+        );
+        assert_eq!(
+            p.remove,
+            vec!["gone".to_string()],
+            "cost-center is not ours"
+        );
+        assert!(plan_tags(&before, &before).is_empty());
+        // 30 keys of 128 characters: the record still fits a tag value.
+        let many: BTreeMap<String, String> = (0..30)
+            .map(|i| (format!("{i:0>128}"), "v".to_string()))
+            .collect();
+        assert!(spec_keys_record(many.keys()).len() <= 256);
     }
 
     #[test]
     fn client_token_changes_with_the_request() {
         let d = desired(&spec(), &valid(), &owner());
         let EndpointAction::Create(a) =
-            plan_endpoints(&d, &[], &["sg-1".into()], &owner()).remove(0)
+            plan_endpoints(&d, &[], &["sg-1".into()], &owner(), &none()).remove(0)
         else {
             panic!()
         };
         let EndpointAction::Create(b) =
-            plan_endpoints(&d, &[], &["sg-2".into()], &owner()).remove(0)
+            plan_endpoints(&d, &[], &["sg-2".into()], &owner(), &none()).remove(0)
         else {
             panic!()
         };

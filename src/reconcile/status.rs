@@ -1,4 +1,5 @@
-//! Status as a pure function of what happened; written only when it really changed.
+//! Step 6, status (pure): the status is a function of the previous status, what was observed
+//! and applied (`Facts`) and the verdicts; it is written only when it really changed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -11,6 +12,10 @@ pub const SECURITY_GROUP_READY: &str = "SecurityGroupReady";
 pub const ENDPOINTS_READY: &str = "EndpointsReady";
 pub const POLICY_APPLIED: &str = "PolicyApplied";
 pub const CONFIG_PUBLISHED: &str = "ConfigPublished";
+/// kstatus' abnormal-true conditions (read by Flux, `kubectl wait`, cli-utils and the Argo CD
+/// health script in docs/gitops.md), derived from Ready in [`conditions`].
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// A condition before timestamps: what the reconcile concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +42,64 @@ impl Verdict {
     }
 }
 
+/// Whether a `Ready=False` reason waits for a person (a spec that cannot work, a failed
+/// endpoint, a refusal by AWS, a name conflict) rather than for time (AWS still working, or a
+/// transient error retried with backoff).
+pub fn needs_person(reason: &str) -> bool {
+    let retrying = matches!(
+        reason,
+        "EndpointPending" | "PolicyPending" | "KubeError" | "Waiting" | "FinalizerError"
+    ) || (reason.starts_with("Aws") && reason != "AwsRejected");
+    !retrying
+}
+
+/// `Reconciling` and `Stalled` as kstatus defines them, from the Ready verdict: exactly one of
+/// Ready, Reconciling and Stalled is True.
+fn kstatus_verdicts(ready: &Verdict) -> [Verdict; 2] {
+    let stalled = !ready.status && needs_person(&ready.reason);
+    let reconciling = !ready.status && !stalled;
+    let reconciling = if reconciling {
+        Verdict::new(RECONCILING, true, &ready.reason, &ready.message)
+    } else if stalled {
+        Verdict::new(
+            RECONCILING,
+            false,
+            "Stalled",
+            "not retrying until the spec or the AWS resources change; see Ready",
+        )
+    } else {
+        Verdict::new(RECONCILING, false, "Ready", "nothing in progress")
+    };
+    let stalled = if stalled {
+        Verdict::new(STALLED, true, &ready.reason, &ready.message)
+    } else if ready.status {
+        Verdict::new(STALLED, false, "Ready", "nothing needs a person")
+    } else {
+        Verdict::new(
+            STALLED,
+            false,
+            "Progressing",
+            "waiting for AWS or retrying; see Ready",
+        )
+    };
+    [reconciling, stalled]
+}
+
 /// Builds conditions, keeping lastTransitionTime unless the status flipped. Conditions of
-/// types not in `verdicts` are kept as they were.
+/// types not in `verdicts` are kept as they were. A Ready verdict also sets `Reconciling` and
+/// `Stalled` (see [`kstatus_verdicts`]).
 pub fn conditions(
     previous: &[Condition],
     verdicts: &[Verdict],
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> Vec<Condition> {
+    let derived: Vec<Verdict> = verdicts
+        .iter()
+        .filter(|v| v.type_ == READY)
+        .flat_map(kstatus_verdicts)
+        .collect();
+    let verdicts: Vec<&Verdict> = verdicts.iter().chain(&derived).collect();
     let mut out: Vec<Condition> = previous
         .iter()
         .filter(|c| !verdicts.iter().any(|v| v.type_ == c.type_))
@@ -61,7 +116,7 @@ pub fn conditions(
             type_: v.type_.to_string(),
             status,
             reason: v.reason.clone(),
-            message: truncate(&v.message, 32_000),
+            message: bounded(&v.message),
             observed_generation: generation,
             last_transition_time: since,
         });
@@ -77,21 +132,71 @@ fn order(t: &str) -> usize {
         ENDPOINTS_READY,
         POLICY_APPLIED,
         CONFIG_PUBLISHED,
+        RECONCILING,
+        STALLED,
     ]
     .iter()
     .position(|x| *x == t)
     .unwrap_or(99)
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
+/// Condition messages are for people: at most this many bytes.
+pub const MESSAGE_MAX: usize = 1024;
+
+/// `s` within `MESSAGE_MAX` bytes (cut at a character boundary, marked with an ellipsis).
+pub fn bounded(s: &str) -> String {
+    if s.len() <= MESSAGE_MAX {
         return s.to_string();
     }
-    let mut end = max;
+    let mut end = MESSAGE_MAX - '…'.len_utf8();
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    format!("{}…", &s[..end])
+}
+
+/// What a reconcile that got as far as AWS found and left, for the status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub region: String,
+    pub vpc_id: String,
+    pub security_group_id: Option<String>,
+    pub skipped_subnets: Vec<crate::api::SkippedSubnet>,
+    pub endpoints: Vec<EndpointStatus>,
+    pub policy_hash: Option<String>,
+    pub config_map_name: Option<String>,
+    pub published_namespaces: Vec<String>,
+}
+
+/// The status to write. With `facts` every field comes from them; without (the reconcile
+/// stopped before it knew them: an invalid spec, AWS refusing) the fields of the previous
+/// status stand and only the conditions change. Never a mix of old and new fields.
+pub fn build(
+    previous: Option<&BedrockPrivateLinkStatus>,
+    facts: Option<Facts>,
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> BedrockPrivateLinkStatus {
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let conditions = conditions(previous_conditions, verdicts, generation, now);
+    let mut status = match facts {
+        Some(f) => BedrockPrivateLinkStatus {
+            region: Some(f.region),
+            vpc_id: Some(f.vpc_id),
+            security_group_id: f.security_group_id,
+            policy_hash: f.policy_hash,
+            endpoints: f.endpoints,
+            skipped_subnets: f.skipped_subnets,
+            config_map_name: f.config_map_name,
+            published_namespaces: f.published_namespaces,
+            ..Default::default()
+        },
+        None => previous.cloned().unwrap_or_default(),
+    };
+    status.observed_generation = generation;
+    status.conditions = conditions;
+    status
 }
 
 /// Whether writing `new` would change anything but timestamps.
@@ -151,6 +256,37 @@ fn is_zonal(dns: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn status_is_built_from_facts_or_kept_whole() {
+        let ready = [Verdict::new(READY, true, "Ready", "ok")];
+        let facts = Facts {
+            region: "us-east-1".into(),
+            vpc_id: "vpc-1".into(),
+            security_group_id: Some("sg-1".into()),
+            ..Default::default()
+        };
+        let first = build(None, Some(facts), &ready, Some(1), ts(1));
+        assert_eq!(first.vpc_id.as_deref(), Some("vpc-1"));
+        assert_eq!(first.observed_generation, Some(1));
+        // An invalid spec at generation 2: the fields stand, the conditions say why.
+        let invalid = [Verdict::new(READY, false, "VpcNotFound", "x".repeat(5000))];
+        let second = build(Some(&first), None, &invalid, Some(2), ts(2));
+        assert_eq!(second.security_group_id.as_deref(), Some("sg-1"));
+        assert_eq!(second.observed_generation, Some(2));
+        let c = ready_of(Some(&second)).unwrap();
+        assert_eq!(c.reason, "VpcNotFound");
+        assert!(c.message.len() <= MESSAGE_MAX && c.message.ends_with('…'));
+        // New facts replace every field: nothing from before survives.
+        let third = build(
+            Some(&second),
+            Some(Facts::default()),
+            &ready,
+            Some(2),
+            ts(3),
+        );
+        assert_eq!(third.security_group_id, None);
+    }
+
     fn ts(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
     }
@@ -184,6 +320,54 @@ mod tests {
         );
         assert_eq!(flipped[0].last_transition_time, Time(ts(300)));
         assert_eq!(flipped[0].observed_generation, Some(2));
+    }
+
+    fn status_of<'a>(cs: &'a [Condition], t: &str) -> (&'a str, &'a str) {
+        let c = cs.iter().find(|c| c.type_ == t).expect(t);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn ready_sets_exactly_one_of_ready_reconciling_stalled() {
+        let cases = [
+            (true, "Ready", "True", "False", "False"),
+            (true, "ReducedResilience", "True", "False", "False"),
+            (false, "EndpointPending", "False", "True", "False"),
+            (false, "PolicyPending", "False", "True", "False"),
+            (false, "AwsRequestLimitExceeded", "False", "True", "False"),
+            (false, "KubeError", "False", "True", "False"),
+            (false, "EndpointFailed", "False", "False", "True"),
+            (false, "InvalidPolicy", "False", "False", "True"),
+            (false, "VpcNotFound", "False", "False", "True"),
+            (false, "AwsRejected", "False", "False", "True"),
+            (false, "ConfigMapConflict", "False", "False", "True"),
+        ];
+        for (ok, reason, ready, reconciling, stalled) in cases {
+            let cs = conditions(&[], &[Verdict::new(READY, ok, reason, "m")], Some(3), ts(1));
+            assert_eq!(status_of(&cs, READY).0, ready, "{reason}");
+            assert_eq!(status_of(&cs, RECONCILING).0, reconciling, "{reason}");
+            assert_eq!(status_of(&cs, STALLED).0, stalled, "{reason}");
+            let true_one = cs.iter().find(|c| c.status == "True").unwrap();
+            assert_eq!(
+                true_one.reason, reason,
+                "the True condition carries the reason"
+            );
+            assert!(cs.iter().all(|c| c.observed_generation == Some(3)));
+        }
+        // Part verdicts alone (no Ready) leave Reconciling/Stalled as they were.
+        let first = conditions(
+            &[],
+            &[Verdict::new(READY, false, "EndpointFailed", "m")],
+            Some(1),
+            ts(1),
+        );
+        let parts = conditions(
+            &first,
+            &[Verdict::new(ENDPOINTS_READY, false, "EndpointFailed", "m")],
+            Some(1),
+            ts(2),
+        );
+        assert_eq!(status_of(&parts, STALLED), ("True", "EndpointFailed"));
     }
 
     #[test]

@@ -66,22 +66,83 @@ pub struct Valid {
     pub reduced_resilience: Option<String>,
 }
 
+/// Admission: pure checks of the spec alone (and the operator's own settings), made before
+/// anything is observed or created. Checks of this kind (e.g. tenancy rules) go here.
+pub fn admit(spec: &BedrockPrivateLinkSpec, operator_region: &str) -> Result<(), Invalid> {
+    if let Some(region) = &spec.region
+        && region != operator_region
+    {
+        return Err(invalid(
+            "RegionMismatch",
+            format!(
+                "spec.region is {region} but the operator and the cluster's VPC are in {operator_region}; an interface endpoint only serves a VPC of its own region. Remove spec.region or set it to {operator_region}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The VPC: the spec's, else the operator's default, else the one VPC of the cluster's Nodes.
+pub fn choose_vpc(
+    spec: &BedrockPrivateLinkSpec,
+    default_vpc_id: Option<&str>,
+    network: &super::observe::ClusterNetwork,
+) -> Result<String, Invalid> {
+    if let Some(v) = spec.vpc_id.as_deref().or(default_vpc_id) {
+        return Ok(v.to_string());
+    }
+    let vpcs: Vec<&str> = network.vpc_ids.iter().map(String::as_str).collect();
+    match vpcs.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(invalid(
+            "VpcDiscoveryFailed",
+            "no Node has an AWS providerID (aws:///<zone>/<instance-id>) to find the cluster's VPC from; set spec.vpcId or the operator's --default-vpc-id",
+        )),
+        many => Err(invalid(
+            "MultipleVpcs",
+            format!(
+                "the cluster's Nodes are in several VPCs ({}); set spec.vpcId to choose one",
+                many.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The spec against what was observed: a `Valid` plan input, or why it cannot work. Checks
+/// run in the order a person would fix things: policy, VPC, subnets, groups, DNS, services.
 pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, Invalid> {
     let region = spec
         .region
         .clone()
         .unwrap_or_else(|| obs.operator_region.clone());
-    if region != obs.operator_region {
-        return Err(invalid(
-            "RegionMismatch",
+    admit(spec, &obs.operator_region)?;
+    check_policy(spec, &region)?;
+    let vpc = obs.vpc.clone().ok_or_else(|| {
+        invalid(
+            "VpcNotFound",
             format!(
-                "spec.region is {region} but the operator and the cluster's VPC are in {}; an interface endpoint only serves a VPC of its own region. Remove spec.region or set it to {}",
-                obs.operator_region, obs.operator_region
+                "VPC {} does not exist in {region}; check spec.vpcId",
+                obs.vpc_id
+            ),
+        )
+    })?;
+    check_subnets(obs, &vpc, &region)?;
+    check_groups(spec, obs, &vpc)?;
+    if spec.private_dns && !(vpc.dns_support && vpc.dns_hostnames) {
+        return Err(invalid(
+            "PrivateDnsUnsupported",
+            format!(
+                "private DNS needs enableDnsSupport and enableDnsHostnames on VPC {} (now {} and {}); turn both on, or set spec.privateDns: false",
+                vpc.id, vpc.dns_support, vpc.dns_hostnames
             ),
         ));
     }
+    place_services(spec, obs, vpc, region)
+}
+
+fn check_policy(spec: &BedrockPrivateLinkSpec, region: &str) -> Result<(), Invalid> {
     let policy =
-        policy::render(spec.policy.as_ref(), &region).map_err(|e| invalid("InvalidPolicy", e.0))?;
+        policy::render(spec.policy.as_ref(), region).map_err(|e| invalid("InvalidPolicy", e.0))?;
     if spec
         .policy
         .as_ref()
@@ -93,16 +154,11 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
             "policy.document is longer than AWS allows",
         ));
     }
-    let vpc = obs.vpc.clone().ok_or_else(|| {
-        invalid(
-            "VpcNotFound",
-            format!(
-                "VPC {} does not exist in {region}; check spec.vpcId",
-                obs.vpc_id
-            ),
-        )
-    })?;
+    Ok(())
+}
 
+/// Named subnets exist, all are in the VPC, and there is at least one.
+fn check_subnets(obs: &Observed, vpc: &VpcFacts, region: &str) -> Result<(), Invalid> {
     if let Some(SubnetSource::Explicit(ids)) = &obs.subnet_source {
         let found: BTreeSet<&str> = obs.subnets.iter().map(|s| s.id.as_str()).collect();
         let missing: Vec<&str> = ids
@@ -138,137 +194,98 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
     if obs.subnets.is_empty() {
         let what = match &obs.subnet_source {
             Some(SubnetSource::Selector(tags)) => format!(
-                "no subnet of {} carries the tags {tags:?}; fix spec.subnets.selector",
-                vpc.id
+                "no subnet of {} carries the tags {}; fix spec.subnets.selector",
+                vpc.id,
+                tags.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             _ => format!("no subnets found for VPC {}; set spec.subnets.ids", vpc.id),
         };
         return Err(invalid("NoUsableSubnets", what));
     }
+    Ok(())
+}
 
-    if let Some(ids) = spec
-        .security_group
-        .as_ref()
+/// Groups the spec names exist (and existing ones are in the VPC).
+fn check_groups(
+    spec: &BedrockPrivateLinkSpec,
+    obs: &Observed,
+    vpc: &VpcFacts,
+) -> Result<(), Invalid> {
+    let sg = spec.security_group.as_ref();
+    for id in sg
         .and_then(|g| g.existing_ids.as_ref())
+        .into_iter()
+        .flatten()
     {
-        for id in ids {
-            match obs.existing_groups.iter().find(|g| &g.id == id) {
-                None => {
-                    return Err(invalid(
-                        "SecurityGroupNotFound",
-                        format!(
-                            "security group {id} does not exist; fix spec.securityGroup.existingIds"
-                        ),
-                    ));
-                }
-                Some(g) if g.vpc_id != vpc.id => {
-                    return Err(invalid(
-                        "SecurityGroupNotInVpc",
-                        format!(
-                            "security group {id} is in {}, not in {}; use a group of the endpoint's VPC",
-                            g.vpc_id, vpc.id
-                        ),
-                    ));
-                }
-                _ => {}
+        match obs.existing_groups.iter().find(|g| &g.id == id) {
+            None => {
+                return Err(invalid(
+                    "SecurityGroupNotFound",
+                    format!(
+                        "security group {id} does not exist; fix spec.securityGroup.existingIds"
+                    ),
+                ));
             }
+            Some(g) if g.vpc_id != vpc.id => {
+                return Err(invalid(
+                    "SecurityGroupNotInVpc",
+                    format!(
+                        "security group {id} is in {}, not in {}; use a group of the endpoint's VPC",
+                        g.vpc_id, vpc.id
+                    ),
+                ));
+            }
+            _ => {}
         }
     }
-
     // A rule naming a group that does not exist would fail only after the managed group was
     // made: refuse it first. (Groups of peered VPCs are fine as sources.)
-    if let Some(ids) = spec
-        .security_group
-        .as_ref()
+    let sources = sg
         .and_then(|g| g.allow_from.as_ref())
-        .and_then(|a| a.security_group_ids.as_ref())
-    {
-        let missing: Vec<&str> = ids
-            .iter()
-            .filter(|id| !obs.existing_groups.iter().any(|g| &g.id == *id))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            return Err(invalid(
-                "SecurityGroupNotFound",
-                format!(
-                    "security groups {} do not exist; fix spec.securityGroup.allowFrom.securityGroupIds",
-                    missing.join(", ")
-                ),
-            ));
-        }
-    }
-
-    if spec.private_dns && !(vpc.dns_support && vpc.dns_hostnames) {
+        .and_then(|a| a.security_group_ids.as_ref());
+    let missing: Vec<&str> = sources
+        .into_iter()
+        .flatten()
+        .filter(|id| !obs.existing_groups.iter().any(|g| &g.id == *id))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
         return Err(invalid(
-            "PrivateDnsUnsupported",
+            "SecurityGroupNotFound",
             format!(
-                "private DNS needs enableDnsSupport and enableDnsHostnames on VPC {} (now {} and {}); turn both on, or set spec.privateDns: false",
-                vpc.id, vpc.dns_support, vpc.dns_hostnames
+                "security groups {} do not exist; fix spec.securityGroup.allowFrom.securityGroupIds",
+                missing.join(", ")
             ),
         ));
     }
+    Ok(())
+}
 
+/// Each service: offered here, no private DNS conflict, and its subnets (one per zone).
+fn place_services(
+    spec: &BedrockPrivateLinkSpec,
+    obs: &Observed,
+    vpc: VpcFacts,
+    region: String,
+) -> Result<Valid, Invalid> {
     let mut placements = Vec::new();
     let mut skipped: BTreeMap<String, String> = BTreeMap::new();
     let mut thin = Vec::new();
     for service in &spec.services {
-        let service_name = service.service_name(&region);
-        let Some(facts) = obs
-            .services
-            .get(&service_name)
-            .filter(|f| !f.azs.is_empty())
-        else {
-            return Err(invalid(
-                "ServiceNotAvailable",
-                format!(
-                    "{service_name} is not offered in {region}; remove {service} from spec.services or use a region that offers it"
-                ),
-            ));
-        };
-        if spec.private_dns
-            && let Some(other) = obs.foreign_endpoints.iter().find(|e| {
-                e.service_name == service_name && e.private_dns && !e.is_deleted_or_deleting()
-            })
-        {
-            return Err(invalid(
-                "PrivateDnsConflict",
-                format!(
-                    "endpoint {} already serves {} with private DNS in {}; only one may. Set spec.privateDns: false to get an endpoint of your own reached through its vpce DNS name, or use that endpoint",
-                    other.id,
-                    service.private_dns_name(&region),
-                    vpc.id
-                ),
-            ));
-        }
-        let (chosen, left_out) = choose_subnets(&obs.subnets, &facts.azs, service);
+        let (placement, left_out) = place_service(spec, obs, &vpc, &region, *service)?;
         for (id, reason) in left_out {
             skipped.entry(id).or_insert(reason);
         }
-        if chosen.is_empty() {
-            return Err(invalid(
-                "NoUsableSubnets",
-                format!(
-                    "none of the subnets is in an Availability Zone that offers {service_name} (offered in: {}); add subnets in those zones",
-                    facts.azs.iter().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        }
-        let azs: BTreeSet<String> = chosen.iter().map(|s| s.az.clone()).collect();
-        if azs.len() < 2 {
+        if placement.azs.len() < 2 {
             thin.push(format!(
                 "{service} uses only {}",
-                azs.iter().next().cloned().unwrap_or_default()
+                placement.azs.iter().next().cloned().unwrap_or_default()
             ));
         }
-        placements.push(ServicePlacement {
-            service: *service,
-            service_name,
-            subnet_ids: chosen.iter().map(|s| s.id.clone()).collect(),
-            azs,
-            policy: policy::render_for(spec.policy.as_ref(), &region, *service)
-                .map_err(|e| invalid("InvalidPolicy", e.0))?,
-        });
+        placements.push(placement);
     }
     // A subnet used by some service is not "skipped" overall.
     let used: BTreeSet<&String> = placements
@@ -290,6 +307,64 @@ pub fn validate(spec: &BedrockPrivateLinkSpec, obs: &Observed) -> Result<Valid, 
         skipped,
         reduced_resilience,
     })
+}
+
+type LeftOut = Vec<(String, String)>;
+
+fn place_service(
+    spec: &BedrockPrivateLinkSpec,
+    obs: &Observed,
+    vpc: &VpcFacts,
+    region: &str,
+    service: BedrockService,
+) -> Result<(ServicePlacement, LeftOut), Invalid> {
+    let service_name = service.service_name(region);
+    let Some(facts) = obs
+        .services
+        .get(&service_name)
+        .filter(|f| !f.azs.is_empty())
+    else {
+        return Err(invalid(
+            "ServiceNotAvailable",
+            format!(
+                "{service_name} is not offered in {region}; remove {service} from spec.services or use a region that offers it"
+            ),
+        ));
+    };
+    if spec.private_dns
+        && let Some(other) = obs.foreign_endpoints.iter().find(|e| {
+            e.service_name == service_name && e.private_dns && !e.is_deleted_or_deleting()
+        })
+    {
+        return Err(invalid(
+            "PrivateDnsConflict",
+            format!(
+                "endpoint {} already serves {} with private DNS in {}; only one may. Set spec.privateDns: false to get an endpoint of your own reached through its vpce DNS name, or use that endpoint",
+                other.id,
+                service.private_dns_name(region),
+                vpc.id
+            ),
+        ));
+    }
+    let (chosen, left_out) = choose_subnets(&obs.subnets, &facts.azs, &service);
+    if chosen.is_empty() {
+        return Err(invalid(
+            "NoUsableSubnets",
+            format!(
+                "none of the subnets is in an Availability Zone that offers {service_name} (offered in: {}); add subnets in those zones",
+                facts.azs.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let placement = ServicePlacement {
+        service,
+        service_name,
+        subnet_ids: chosen.iter().map(|s| s.id.clone()).collect(),
+        azs: chosen.iter().map(|s| s.az.clone()).collect(),
+        policy: policy::render_for(spec.policy.as_ref(), region, service)
+            .map_err(|e| invalid("InvalidPolicy", e.0))?,
+    };
+    Ok((placement, left_out))
 }
 
 /// At most one subnet per AZ (an interface endpoint takes one per zone), only in zones that

@@ -42,6 +42,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.refresh(&state.health);
     (
         [(
             "content-type",

@@ -45,6 +45,14 @@ pub struct ReadyLabels {
     pub ready: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// True or False.
+    pub ready: String,
+    /// The Ready condition's reason, e.g. EndpointFailed (a bounded set, see docs/install.md).
+    pub reason: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     /// Every HTTP attempt to EC2, including the SDK's retries.
@@ -57,7 +65,13 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub objects: Family<ReadyLabels, Gauge>,
-    ready_by_object: Mutex<HashMap<String, String>>,
+    /// Objects by Ready status and reason; series of reasons no object has any more stay at 0.
+    pub objects_by_reason: Family<ReasonLabels, Gauge>,
+    /// 1 while this replica reconciles (holds the Lease, or runs without leader election).
+    pub leader: Gauge,
+    /// Resident memory of the process, read at each scrape.
+    pub resident_memory: Gauge,
+    ready_by_object: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Default for Metrics {
@@ -70,6 +84,9 @@ impl Default for Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let objects = Family::<ReadyLabels, Gauge>::default();
+        let objects_by_reason = Family::<ReasonLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let resident_memory = Gauge::default();
         registry.register(
             "ec2_attempts",
             "EC2 HTTP attempts, including SDK retries",
@@ -105,6 +122,22 @@ impl Default for Metrics {
             "BedrockPrivateLink objects by Ready status",
             objects.clone(),
         );
+        registry.register(
+            "objects_by_reason",
+            "BedrockPrivateLink objects by Ready status and reason",
+            objects_by_reason.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the Lease, or leader election is off)",
+            leader.clone(),
+        );
+        registry.register_with_unit(
+            "resident_memory",
+            "Resident memory of the operator process",
+            prometheus_client::registry::Unit::Bytes,
+            resident_memory.clone(),
+        );
         Self {
             registry,
             ec2_attempts,
@@ -114,6 +147,9 @@ impl Default for Metrics {
             reconciles,
             reconcile_duration,
             objects,
+            objects_by_reason,
+            leader,
+            resident_memory,
             ready_by_object: Mutex::default(),
         }
     }
@@ -163,21 +199,24 @@ impl Metrics {
         self.reconcile_duration.observe(seconds);
     }
 
-    /// Tracks the Ready status of each object; `None` forgets a deleted object.
-    pub fn set_ready(&self, object: &str, ready: Option<&str>) {
+    /// Tracks the Ready status and reason of each object; `None` forgets a deleted object.
+    pub fn set_ready(&self, object: &str, ready: Option<(&str, &str)>) {
         let mut map = self.ready_by_object.lock().expect("metrics lock");
-        match ready {
-            Some(r) => {
-                map.insert(object.to_string(), r.to_string());
+        let old = match ready {
+            Some((status, reason)) => {
+                map.insert(object.to_string(), (status.to_string(), reason.to_string()))
             }
-            None => {
-                map.remove(object);
-            }
-        }
+            None => map.remove(object),
+        };
         let mut counts: HashMap<&str, i64> =
             HashMap::from([("True", 0), ("False", 0), ("Unknown", 0)]);
-        for v in map.values() {
-            *counts.entry(v.as_str()).or_default() += 1;
+        let mut by_reason: HashMap<(&str, &str), i64> = HashMap::new();
+        if let Some((s, r)) = &old {
+            by_reason.insert((s.as_str(), r.as_str()), 0);
+        }
+        for (s, r) in map.values() {
+            *counts.entry(s.as_str()).or_default() += 1;
+            *by_reason.entry((s.as_str(), r.as_str())).or_default() += 1;
         }
         for (k, n) in counts {
             self.objects
@@ -185,6 +224,24 @@ impl Metrics {
                     ready: k.to_string(),
                 })
                 .set(n);
+        }
+        for ((s, r), n) in by_reason {
+            self.objects_by_reason
+                .get_or_create(&ReasonLabels {
+                    ready: s.to_string(),
+                    reason: r.to_string(),
+                })
+                .set(n);
+        }
+    }
+
+    /// Refreshes what is read at scrape time: leadership and resident memory.
+    pub fn refresh(&self, health: &Health) {
+        let leading =
+            !health.needs_lease.load(Ordering::Relaxed) || health.leading.load(Ordering::Relaxed);
+        self.leader.set(i64::from(leading));
+        if let Some(bytes) = resident_bytes() {
+            self.resident_memory.set(bytes);
         }
     }
 
@@ -194,6 +251,14 @@ impl Metrics {
             .expect("encode metrics");
         out
     }
+}
+
+/// Resident set size from /proc/self/statm (Linux; None elsewhere).
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // 4 KiB pages on the platforms the image is built for (x86_64, aarch64 Linux defaults).
+    Some(pages * 4096)
 }
 
 pub fn is_throttle_code(code: &str) -> bool {
@@ -244,9 +309,12 @@ mod tests {
         m.record_ec2_attempt("CreateVpcEndpoint", "ok");
         m.record_ec2_call("CreateVpcEndpoint", "ok");
         m.record_kube_request("patch", "bedrockprivatelinks/status");
-        m.set_ready("ns/a", Some("True"));
-        m.set_ready("ns/b", Some("False"));
-        m.set_ready("ns/b", None);
+        m.set_ready("ns/a", Some(("True", "Ready")));
+        m.set_ready("ns/b", Some(("False", "EndpointPending")));
+        m.set_ready("ns/b", Some(("False", "EndpointFailed")));
+        m.set_ready("ns/c", Some(("False", "EndpointFailed")));
+        m.set_ready("ns/c", None);
+        m.refresh(&Health::default());
         let text = m.encode();
         assert!(
             text.contains(r#"bpl_ec2_throttles_total{operation="CreateVpcEndpoint"} 1"#),
@@ -263,6 +331,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"bpl_objects{ready="True"} 1"#), "{text}");
-        assert!(text.contains(r#"bpl_objects{ready="False"} 0"#), "{text}");
+        assert!(text.contains(r#"bpl_objects{ready="False"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"bpl_objects_by_reason{ready="False",reason="EndpointFailed"} 1"#),
+            "{text}"
+        );
+        // A reason no object has any more reads 0, so alerts on it resolve.
+        assert!(
+            text.contains(r#"bpl_objects_by_reason{ready="False",reason="EndpointPending"} 0"#),
+            "{text}"
+        );
+        assert!(text.contains("bpl_leader 1"), "no lease needed: {text}");
+        assert!(text.contains("bpl_resident_memory_bytes "), "{text}");
     }
 }

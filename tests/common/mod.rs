@@ -577,10 +577,20 @@ pub async fn wait_ready(
         async move {
             let o = api.get(name).await.ok()?;
             let c = condition(&o, "Ready")?;
-            (c.status == status && reason.is_none_or(|r| c.reason == r)).then_some(o.clone())
+            // A verdict on the current spec, not an earlier one.
+            let current = o.status.as_ref()?.observed_generation == o.metadata.generation
+                && c.observed_generation == o.metadata.generation;
+            (current && c.status == status && reason.is_none_or(|r| c.reason == r))
+                .then_some(o.clone())
         }
     })
     .await
+}
+
+/// Waits until the object is Ready for its current generation (status.observedGeneration and
+/// the Ready condition's both equal metadata.generation).
+pub async fn converged(rig: &Rig, ns: &str, name: &str, timeout: Duration) -> BedrockPrivateLink {
+    wait_ready(rig, ns, name, "True", None, timeout).await
 }
 
 pub async fn delete_bpl(rig: &Rig, ns: &str, name: &str) {

@@ -462,6 +462,7 @@ class Harness:
             "DeleteSecurityGroup": self._delete_security_group,
         }
         self.seed: dict[str, Any] | None = None
+        self.dataplane: Any = None  # dataplane.DataPlane when --data-netns is given
         self.reset(seed=seed_topology)
 
     # ------------------------------------------------------------------ state
@@ -490,6 +491,8 @@ class Harness:
                 self.fault_seed = self._initial_fault_seed
                 self.rng = random.Random(self.fault_seed)
                 self.seed = None
+            if self.dataplane is not None:
+                self.dataplane.reset()
             self._service_catalog(self.region)  # warm: the first build takes ~1 s
             if self.seed_topology_enabled if seed is None else seed:
                 self.seed = self._seed_topology()
@@ -1540,6 +1543,10 @@ class Harness:
             raise ControlError("body must be a JSON object")
         parts = [x for x in path.split("/") if x][1:]  # drop "_harness"
         route = "/".join(parts)
+        if self.dataplane is not None:
+            answer = self.dataplane.route(method, route, body)
+            if answer is not None:
+                return json_response(answer[1], answer[0])
         if route == "health" and method == "GET":
             return json_response(
                 {
@@ -1838,6 +1845,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-seed", type=int, default=None, help="seed for the random fault choice")
     ap.add_argument("--port-file", help="write the bound port here once listening")
     ap.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    ap.add_argument("--data-netns", help="network namespace (e.g. /run/netns/NAME) in which to serve the VPC's "
+                    "resolver and the Bedrock stand-in (dataplane.py); without it neither runs")
+    ap.add_argument("--tls-dir", help="where the stand-in keeps the rig CA (ca.pem) and its certificate "
+                    "(default: <dir of --seed-out>/bedrock-tls, else ./bedrock-tls)")
+    ap.add_argument("--public-address", default=None,
+                    help="the address public Bedrock names resolve to, inside the namespace (default 203.0.113.10)")
     args = ap.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -1854,6 +1867,14 @@ def main(argv: list[str] | None = None) -> int:
         seed_topology=not args.no_seed,
         seed_out=args.seed_out,
     )
+    plane = None
+    if args.data_netns:
+        import dataplane
+
+        tls_dir = args.tls_dir or os.path.join(os.path.dirname(os.path.abspath(args.seed_out or "x")), "bedrock-tls")
+        plane = dataplane.DataPlane(harness, args.data_netns, tls_dir, BEDROCK_SERVICES,
+                                    public_address=args.public_address or dataplane.DEFAULT_PUBLIC_ADDRESS)
+        harness.dataplane = plane.start()
     server = HarnessServer(harness, args.host, args.port)
     if args.port_file:
         tmp = f"{args.port_file}.tmp.{os.getpid()}"
@@ -1869,9 +1890,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     server.start()
     print(f"bpl-harness listening on {server.url} (region {args.region}, moto {moto.__version__})", flush=True)
+    if plane is not None:
+        print(f"bpl-harness data plane in {args.data_netns}: resolver {plane.dns[0] if plane.dns else None}, "
+              f"public {plane.public_address}, CA {plane.tls['ca']}", flush=True)
     while not stop.wait(0.5):
         pass
     server.stop()
+    if plane is not None:
+        plane.stop()
     return 0
 
 

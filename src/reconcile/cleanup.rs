@@ -1,0 +1,111 @@
+//! Deletion: endpoints first (their network interfaces hold the security group), then the
+//! group once AWS lets go of it, then the published ConfigMaps.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::plan::Owner;
+use super::{Context, Error};
+use crate::api::{BedrockPrivateLink, DeletionPolicy};
+use crate::aws::ErrorKind;
+use crate::publish;
+
+pub async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
+    let owner = Owner::of(&obj);
+    ctx.metrics.set_ready(&owner.uid, None);
+    if obj.spec.deletion_policy == DeletionPolicy::Retain {
+        let note = "deletionPolicy Retain: the endpoints and security group stay in AWS";
+        ctx.event(&obj, EventType::Normal, "Retained", "Delete", note.into())
+            .await;
+        publish::delete_config_map(&obj, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    // Done moments ago; this is a reconcile queued before the finalizer came off.
+    if ctx.memory.cleaned(&owner.uid) {
+        return Ok(Action::await_change());
+    }
+    delete_endpoints(&obj, ctx, &owner).await?;
+    delete_groups(&obj, ctx, &owner).await?;
+    publish::delete_config_map(&obj, ctx).await?;
+    ctx.memory.remember_cleaned(&owner.uid);
+    tracing::info!(object = %owner.name, namespace = %owner.namespace, "all AWS resources removed");
+    Ok(Action::await_change())
+}
+
+/// Deletes the object's endpoints; waits (an `Error::Waiting`) until AWS shows them deleted.
+async fn delete_endpoints(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    owner: &Owner,
+) -> Result<(), Error> {
+    let endpoints = ctx.owned_endpoints(&owner.uid).await?;
+    let to_delete: Vec<String> = endpoints
+        .iter()
+        .filter(|e| !e.is_deleted_or_deleting())
+        .map(|e| e.id.clone())
+        .collect();
+    if !to_delete.is_empty() {
+        ctx.memory.changed(&owner.uid);
+        ctx.ec2
+            .delete_endpoints(&to_delete)
+            .await
+            .map_err(Error::Aws)?;
+        let note = format!("deleting {}", to_delete.join(", "));
+        ctx.event(obj, EventType::Normal, "EndpointDeleted", "Delete", note)
+            .await;
+    }
+    let lingering: Vec<String> = endpoints
+        .iter()
+        .filter(|e| !e.state_is("deleted"))
+        .map(|e| {
+            let state = if to_delete.contains(&e.id) {
+                "deleting"
+            } else {
+                e.state.as_str()
+            };
+            format!("{} ({state})", e.id)
+        })
+        .collect();
+    if lingering.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Waiting(format!(
+            "endpoints {} are not gone yet",
+            lingering.join(", ")
+        )))
+    }
+}
+
+/// Deletes the object's groups; waits while network interfaces of deleted endpoints hold them.
+async fn delete_groups(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    owner: &Owner,
+) -> Result<(), Error> {
+    for g in &ctx.groups_of(owner).await? {
+        match ctx.ec2.delete_security_group(&g.id).await {
+            Ok(()) => {
+                let note = format!("deleted {}", g.id);
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "SecurityGroupDeleted",
+                    "Delete",
+                    note,
+                )
+                .await
+            }
+            Err(e) if e.kind() == ErrorKind::Vanished => {}
+            Err(e) if e.kind() == ErrorKind::InUse => {
+                return Err(Error::Waiting(format!(
+                    "security group {} is still in use by network interfaces of deleted endpoints",
+                    g.id
+                )));
+            }
+            Err(e) => return Err(Error::Aws(e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! Step 4, execute: the only step that changes AWS. It carries out the plan (computed by the
+//! pure functions in plan.rs from what was observed, and, for endpoints, the group id this
+//! step made) and reports what it left.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use kube::runtime::events::EventType;
+
+use super::observe::Observation;
+use super::plan::{self, Desired, DesiredGroup, EndpointAction, Owner};
+use super::{Context, Error, Failure};
+use crate::api::BedrockPrivateLink;
+use crate::aws::{
+    AwsResult, CreateEndpoint, EndpointFacts, ErrorCode, ErrorKind, GroupFacts, IpRule,
+    ModifyEndpoint, RuleSource, filter,
+};
+
+/// The security group the endpoints carry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupOutcome {
+    /// Ours, with exactly the desired rules and no egress.
+    Managed { id: String, ingress: Vec<IpRule> },
+    /// Groups the spec names; we do not touch them.
+    Existing(Vec<String>),
+}
+
+impl GroupOutcome {
+    pub fn ids(&self) -> Vec<String> {
+        match self {
+            GroupOutcome::Managed { id, .. } => vec![id.clone()],
+            GroupOutcome::Existing(ids) => ids.clone(),
+        }
+    }
+}
+
+/// What AWS holds after this step.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub group: GroupOutcome,
+    /// The object's endpoints (as created, or described again after other changes).
+    pub endpoints: Vec<EndpointFacts>,
+    /// Something is moving in AWS (pending, deleting): look again soon.
+    pub waiting: bool,
+    /// A failed endpoint's replacement waits for its backoff: look again then.
+    pub retry_in: Option<Duration>,
+    /// Services whose dead endpoint is being replaced and that have no available endpoint
+    /// yet: (why, attempt).
+    pub replacing: Vec<(String, u32)>,
+    /// Whether this step changed anything.
+    pub changed: bool,
+}
+
+/// Delay before replacement attempt `n + 1` of a service's dead endpoint, after `n` attempts:
+/// none for the first, then doubling from 10 s, at most 10 minutes.
+pub fn replacement_backoff(attempts: u32) -> Duration {
+    match attempts {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(10 << (n - 1).min(6)).min(Duration::from_secs(600)),
+    }
+}
+
+pub async fn execute(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    desired: &Desired,
+    obs: &Observation,
+) -> Result<Applied, Failure> {
+    let owner = Owner::of(obj);
+    let group = match &desired.group {
+        Some(dg) => {
+            let id = ensure_group(ctx, obj, dg, &obs.groups).await?;
+            if !obs.steady && obs.groups.iter().all(|g| g.id == id) {
+                remember_group(ctx, obj, dg, &id);
+            }
+            GroupOutcome::Managed {
+                id,
+                ingress: dg.ingress.iter().cloned().collect(),
+            }
+        }
+        None => GroupOutcome::Existing(desired.existing_group_ids.clone()),
+    };
+    let (may_replace, retry_in) = replacements_due(ctx, &owner.uid, &obs.endpoints);
+    let actions = plan::plan_endpoints(desired, &obs.endpoints, &group.ids(), &owner, &may_replace);
+    let mut applied = Applied {
+        group,
+        endpoints: obs.endpoints.clone(),
+        // Something moving in AWS; a dead endpoint waiting for its backoff is `retry_in`.
+        waiting: actions.iter().any(|a| match a {
+            EndpointAction::Create(_) | EndpointAction::Replace { .. } => true,
+            EndpointAction::Wait { state, .. } => !is_dead_state(state),
+            _ => false,
+        }),
+        retry_in,
+        replacing: Vec::new(),
+        changed: false,
+    };
+    for action in &actions {
+        run_endpoint_action(ctx, obj, action, &mut applied).await?;
+    }
+    tag_endpoints(ctx, obj, desired, &mut applied).await?;
+    if applied.changed {
+        ctx.memory.changed(&owner.uid);
+        applied.endpoints = ctx.owned_endpoints(&owner.uid).await?;
+    }
+    remove_stale_groups(ctx, obj, desired, &obs.groups, &applied.group).await?;
+    applied.replacing = replacements_in_progress(ctx, &owner.uid, desired, &applied.endpoints);
+    Ok(applied)
+}
+
+/// Services replaced lately that have no available endpoint yet: (why, attempt).
+fn replacements_in_progress(
+    ctx: &Context,
+    uid: &str,
+    desired: &Desired,
+    endpoints: &[EndpointFacts],
+) -> Vec<(String, u32)> {
+    desired
+        .endpoints
+        .iter()
+        .filter(|d| {
+            !endpoints
+                .iter()
+                .any(|e| e.service_name == d.service_name && e.state_is("available"))
+        })
+        .filter_map(|d| ctx.memory.replacements(uid, &d.service_name))
+        .filter(|r| r.last.elapsed() < ctx.memory.ttl().max(Duration::from_secs(600)))
+        .map(|r| (r.why, r.attempts))
+        .collect()
+}
+
+/// The group as we just left it: the resync our status write triggers needs no describe.
+fn remember_group(ctx: &Context, obj: &BedrockPrivateLink, dg: &DesiredGroup, id: &str) {
+    let now = GroupFacts {
+        id: id.to_string(),
+        name: dg.name.clone(),
+        vpc_id: dg.vpc_id.clone(),
+        ingress: dg.ingress.clone(),
+        egress: Default::default(),
+        tags: dg.tags.clone(),
+    };
+    ctx.memory.remember_groups(
+        obj.metadata.uid.as_deref().unwrap_or_default(),
+        obj.metadata.generation,
+        Instant::now(),
+        vec![now],
+    );
+}
+
+fn is_dead_state(state: &str) -> bool {
+    ["failed", "rejected", "expired"]
+        .iter()
+        .any(|d| state.eq_ignore_ascii_case(d))
+}
+
+/// The services whose dead endpoint may be replaced now, and when the next may be.
+fn replacements_due(
+    ctx: &Context,
+    uid: &str,
+    endpoints: &[EndpointFacts],
+) -> (BTreeSet<String>, Option<Duration>) {
+    let mut due = BTreeSet::new();
+    let mut next: Option<Duration> = None;
+    for e in endpoints.iter().filter(|e| plan::is_dead(e)) {
+        let wait = match ctx.memory.replacements(uid, &e.service_name) {
+            None => Duration::ZERO,
+            Some(r) => replacement_backoff(r.attempts).saturating_sub(r.last.elapsed()),
+        };
+        if wait.is_zero() {
+            due.insert(e.service_name.clone());
+        } else {
+            next = Some(next.map_or(wait, |n| n.min(wait)));
+        }
+    }
+    (due, next)
+}
+
+async fn run_endpoint_action(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    action: &EndpointAction,
+    applied: &mut Applied,
+) -> Result<(), Failure> {
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    match action {
+        EndpointAction::Create(req) => {
+            ctx.memory.changed(uid);
+            let created = create_endpoint(ctx, req, &applied.endpoints).await?;
+            let note = format!(
+                "created {} for {} in {}",
+                created.id,
+                req.service_name,
+                req.subnet_ids.join(", ")
+            );
+            tracing::info!(endpoint = %created.id, service = %req.service_name, "created endpoint");
+            ctx.event(obj, EventType::Normal, "EndpointCreated", "Create", note)
+                .await;
+            applied.endpoints.retain(|e| e.id != created.id);
+            applied.endpoints.push(created);
+            applied.waiting = true;
+        }
+        EndpointAction::Modify(m) => {
+            ctx.memory.changed(uid);
+            ctx.ec2.modify_endpoint(m).await.map_err(Error::Aws)?;
+            let what = describe_modification(m);
+            tracing::info!(endpoint = %m.id, changes = %what, "updated endpoint");
+            let note = format!("updated {}: {what}", m.id);
+            ctx.event(obj, EventType::Normal, "EndpointUpdated", "Update", note)
+                .await;
+            applied.changed = true;
+        }
+        EndpointAction::Delete { id, reason } => {
+            ctx.memory.changed(uid);
+            delete_endpoint(ctx, id).await?;
+            tracing::info!(endpoint = %id, %reason, "deleted endpoint");
+            let note = format!("deleted {id}: {reason}");
+            ctx.event(obj, EventType::Normal, "EndpointDeleted", "Delete", note)
+                .await;
+            applied.changed = true;
+        }
+        EndpointAction::Replace {
+            id,
+            service_name,
+            state,
+            last_error,
+        } => {
+            ctx.memory.changed(uid);
+            delete_endpoint(ctx, id).await?;
+            let error = last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            let why = format!("{id} is {state}{error}");
+            let attempt = ctx.memory.replacing(uid, service_name, why.clone());
+            let note = format!(
+                "{why}; deleted it, a replacement follows once it is gone (attempt {attempt})"
+            );
+            tracing::warn!(endpoint = %id, attempt, "replacing a dead endpoint");
+            ctx.event(
+                obj,
+                EventType::Warning,
+                "EndpointReplacing",
+                "Replace",
+                note,
+            )
+            .await;
+            applied.changed = true;
+        }
+        EndpointAction::Wait { .. } => {}
+    }
+    Ok(())
+}
+
+/// Deleting an endpoint that is already gone is done.
+async fn delete_endpoint(ctx: &Context, id: &str) -> Result<(), Error> {
+    match ctx.ec2.delete_endpoints(&[id.to_string()]).await {
+        Err(e) if e.kind() != ErrorKind::Vanished => Err(Error::Aws(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the endpoint. The token may still name an endpoint that is gone (deleted out of
+/// band, or a dead one we replaced): follow the token chain to a live one.
+async fn create_endpoint(
+    ctx: &Context,
+    req: &CreateEndpoint,
+    known: &[EndpointFacts],
+) -> Result<EndpointFacts, Error> {
+    let mut req = req.clone();
+    let mut created = ctx.ec2.create_endpoint(&req).await.map_err(Error::Aws)?;
+    for _ in 0..16 {
+        let dead = created.is_deleted_or_deleting()
+            || plan::is_dead(&created)
+            || known
+                .iter()
+                .any(|e| e.id == created.id && (e.is_deleted_or_deleting() || plan::is_dead(e)));
+        if !dead {
+            break;
+        }
+        req.client_token = plan::successor_token(&req.client_token, &created.id);
+        created = ctx.ec2.create_endpoint(&req).await.map_err(Error::Aws)?;
+    }
+    Ok(created)
+}
+
+fn describe_modification(m: &ModifyEndpoint) -> String {
+    let mut what = Vec::new();
+    if !m.add_subnets.is_empty() || !m.remove_subnets.is_empty() {
+        what.push(format!(
+            "subnets +[{}] -[{}]",
+            m.add_subnets.join(", "),
+            m.remove_subnets.join(", ")
+        ));
+    }
+    if !m.add_groups.is_empty() || !m.remove_groups.is_empty() {
+        what.push(format!(
+            "groups +[{}] -[{}]",
+            m.add_groups.join(", "),
+            m.remove_groups.join(", ")
+        ));
+    }
+    if m.policy.is_some() {
+        what.push("policy".into());
+    }
+    if let Some(p) = m.private_dns {
+        what.push(format!("private DNS {}", if p { "on" } else { "off" }));
+    }
+    what.join("; ")
+}
+
+/// spec.tags in place on the object's live endpoints (the group's are done with its rules).
+async fn tag_endpoints(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    desired: &Desired,
+    applied: &mut Applied,
+) -> Result<(), Failure> {
+    let live = applied
+        .endpoints
+        .iter()
+        .filter(|e| !e.is_deleted_or_deleting() && !plan::is_dead(e));
+    let mut changed = false;
+    for e in live {
+        let Some(d) = desired
+            .endpoints
+            .iter()
+            .find(|d| d.service_name == e.service_name)
+        else {
+            continue;
+        };
+        changed |= apply_tags(ctx, obj, &e.id, &d.tags, &e.tags).await?;
+    }
+    applied.changed |= changed;
+    Ok(())
+}
+
+/// Brings one resource's tags to `desired`; true if anything changed.
+async fn apply_tags(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    id: &str,
+    desired: &std::collections::BTreeMap<String, String>,
+    observed: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, Failure> {
+    let p = plan::plan_tags(desired, observed);
+    if p.is_empty() {
+        return Ok(false);
+    }
+    ctx.memory
+        .changed(obj.metadata.uid.as_deref().unwrap_or_default());
+    let ids = [id.to_string()];
+    if !p.set.is_empty() {
+        ctx.ec2
+            .create_tags(&ids, &p.set)
+            .await
+            .map_err(Error::Aws)?;
+    }
+    if !p.remove.is_empty() {
+        ctx.ec2
+            .delete_tags(&ids, &p.remove)
+            .await
+            .map_err(Error::Aws)?;
+    }
+    let mut what: Vec<String> = p.set.keys().map(|k| format!("+{k}")).collect();
+    what.extend(p.remove.iter().map(|k| format!("-{k}")));
+    let note = format!("tags of {id}: {}", what.join(", "));
+    ctx.event(obj, EventType::Normal, "TagsUpdated", "Update", note)
+        .await;
+    Ok(true)
+}
+
+/// A rule change AWS refuses because it is already in place (a retry after a lost answer)
+/// counts as done.
+fn already_done(result: AwsResult<()>) -> Result<(), Error> {
+    match result {
+        Err(e) if e.kind() == ErrorKind::AlreadyDone => Ok(()),
+        other => other.map_err(Error::Aws),
+    }
+}
+
+/// The managed group exists with exactly the desired rules and tags; returns its id.
+async fn ensure_group(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    dg: &DesiredGroup,
+    owned: &[GroupFacts],
+) -> Result<String, Failure> {
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let found = owned
+        .iter()
+        .find(|g| g.vpc_id == dg.vpc_id && g.name == dg.name)
+        .cloned();
+    let current = match found {
+        Some(g) => g,
+        None => {
+            ctx.memory.changed(uid);
+            create_group(ctx, obj, dg).await?
+        }
+    };
+    let p = plan::plan_group(dg, &current);
+    if !p.is_empty() {
+        ctx.memory.changed(uid);
+    }
+    if !p.authorize.is_empty() {
+        already_done(ctx.ec2.authorize_ingress(&current.id, &p.authorize).await)?;
+    }
+    if !p.revoke_ingress.is_empty() {
+        already_done(ctx.ec2.revoke_ingress(&current.id, &p.revoke_ingress).await)?;
+    }
+    if !p.revoke_egress.is_empty() {
+        already_done(ctx.ec2.revoke_egress(&current.id, &p.revoke_egress).await)?;
+    }
+    if !p.is_empty() && !owned.is_empty() {
+        let changes: Vec<String> = p
+            .authorize
+            .iter()
+            .map(|r| format!("+{r}"))
+            .chain(p.revoke_ingress.iter().map(|r| format!("-{r}")))
+            .chain(p.revoke_egress.iter().map(|r| format!("-egress {r}")))
+            .collect();
+        let note = format!("{}: {}", current.id, changes.join(", "));
+        ctx.event(
+            obj,
+            EventType::Normal,
+            "SecurityGroupUpdated",
+            "Update",
+            note,
+        )
+        .await;
+    }
+    if !owned.is_empty() {
+        apply_tags(ctx, obj, &current.id, &dg.tags, &current.tags).await?;
+    }
+    Ok(current.id)
+}
+
+/// Creates the group, or adopts the one an earlier run created before it crashed.
+async fn create_group(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    dg: &DesiredGroup,
+) -> Result<GroupFacts, Error> {
+    let created = ctx
+        .ec2
+        .create_security_group(&dg.name, &dg.description, &dg.vpc_id, &dg.tags)
+        .await;
+    let id = match created {
+        Ok(id) => {
+            let note = format!("created {id} in {}", dg.vpc_id);
+            ctx.event(
+                obj,
+                EventType::Normal,
+                "SecurityGroupCreated",
+                "Create",
+                note,
+            )
+            .await;
+            id
+        }
+        Err(e) if e.code == ErrorCode::GroupDuplicate => {
+            let found = ctx
+                .ec2
+                .describe_security_groups(vec![
+                    filter("group-name", [dg.name.as_str()]),
+                    filter("vpc-id", [dg.vpc_id.as_str()]),
+                ])
+                .await
+                .map_err(Error::Aws)?;
+            // Adopted as found: its rules and tags are planned like any other.
+            return found.into_iter().next().ok_or(Error::Aws(e));
+        }
+        Err(e) => return Err(Error::Aws(e)),
+    };
+    // A new group carries AWS's default allow-all egress rule.
+    let egress = IpRule {
+        protocol: "-1".into(),
+        from_port: -1,
+        to_port: -1,
+        source: RuleSource::Ipv4("0.0.0.0/0".into()),
+    };
+    Ok(GroupFacts {
+        id,
+        name: dg.name.clone(),
+        vpc_id: dg.vpc_id.clone(),
+        egress: [egress].into(),
+        tags: dg.tags.clone(),
+        ..Default::default()
+    })
+}
+
+/// A managed group left over from before the spec named existing groups (or from another
+/// VPC): removed once no endpoint holds it.
+async fn remove_stale_groups(
+    ctx: &Context,
+    obj: &BedrockPrivateLink,
+    desired: &Desired,
+    owned: &[GroupFacts],
+    group: &GroupOutcome,
+) -> Result<(), Failure> {
+    let keep = match group {
+        GroupOutcome::Managed { id, .. } if desired.group.is_some() => Some(id.as_str()),
+        _ => None,
+    };
+    for g in owned.iter().filter(|g| Some(g.id.as_str()) != keep) {
+        ctx.memory
+            .changed(obj.metadata.uid.as_deref().unwrap_or_default());
+        match ctx.ec2.delete_security_group(&g.id).await {
+            Ok(()) => {
+                let note = format!("deleted {} (no longer used)", g.id);
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "SecurityGroupDeleted",
+                    "Delete",
+                    note,
+                )
+                .await
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::InUse | ErrorKind::Vanished) => {}
+            Err(e) => return Err(Error::Aws(e).into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacement_backoff_is_bounded() {
+        assert_eq!(replacement_backoff(0), Duration::ZERO);
+        assert_eq!(replacement_backoff(1), Duration::from_secs(10));
+        assert_eq!(replacement_backoff(2), Duration::from_secs(20));
+        assert_eq!(replacement_backoff(7), Duration::from_secs(600));
+        assert_eq!(replacement_backoff(u32::MAX), Duration::from_secs(600));
+    }
+}

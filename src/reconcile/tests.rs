@@ -1,0 +1,410 @@
+//! Every reconcile branch against the in-memory EC2 (aws/fake.rs): no rig, no Kubernetes
+//! (the client points at a closed loopback port and is never used by these paths).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::runtime::reflector;
+
+use super::*;
+use crate::api::BedrockPrivateLinkSpec;
+use crate::aws::fake::{FakeEc2, SUBNETS, VPC};
+use crate::aws::{ErrorCode, IpRule, RuleSource, TAG_SPEC_KEYS};
+
+fn context(fake: &FakeEc2) -> Context {
+    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+    let client = Client::try_from(config).expect("client");
+    let mut ctx = Context::without_events(
+        client,
+        fake.handle(),
+        Arc::new(Metrics::default()),
+        Config::default(),
+    );
+    // Empty stores: publishing and cleanup read them instead of the API.
+    let (cms, _) = reflector::store();
+    let (nss, _) = reflector::store();
+    ctx.config_maps = Some(cms);
+    ctx.namespaces = Some(nss);
+    ctx
+}
+
+fn object(name: &str, namespace: &str, spec: serde_json::Value) -> BedrockPrivateLink {
+    let mut spec = spec;
+    spec["vpcId"] = VPC.into();
+    spec["subnets"] = serde_json::json!({ "ids": SUBNETS });
+    let spec: BedrockPrivateLinkSpec = serde_json::from_value(spec).expect("spec");
+    let mut o = BedrockPrivateLink::new(name, spec);
+    o.metadata.namespace = Some(namespace.into());
+    // Kubernetes uids are 36 characters.
+    o.metadata.uid = Some(crate::names::fit(&format!("uid-{name}"), 36));
+    o.metadata.generation = Some(1);
+    o
+}
+
+fn plain() -> BedrockPrivateLink {
+    object("demo", "team", serde_json::json!({}))
+}
+
+/// A new spec generation (as the API server would give it).
+fn next_generation(o: &mut BedrockPrivateLink, spec: serde_json::Value) {
+    let again = object(&o.name_any(), &o.namespace().unwrap_or_default(), spec);
+    o.spec = again.spec;
+    o.metadata.generation = o.metadata.generation.map(|g| g + 1);
+}
+
+async fn converged(o: &BedrockPrivateLink, ctx: &Context) -> Converged {
+    match converge(o, ctx).await {
+        Ok(c) => c,
+        Err(Failure::Invalid(i)) => panic!("invalid: {i}"),
+        Err(Failure::Rejected(e) | Failure::Vanished(e)) => panic!("AWS: {e}"),
+        Err(Failure::Transient(e)) => panic!("transient: {e}"),
+    }
+}
+
+fn reasons(ctx: &Context) -> Vec<String> {
+    ctx.notes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn create_then_steady() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = plain();
+    let c = converged(&o, &ctx).await;
+    assert!(c.applied.waiting, "a new endpoint is pending");
+    assert_eq!(fake.live_endpoints().len(), 1);
+    assert_eq!(fake.count("CreateSecurityGroup"), 1);
+    assert_eq!(
+        reasons(&ctx),
+        ["SecurityGroupCreated", "EndpointCreated"],
+        "one event per change"
+    );
+    let group = fake.with(|w| w.groups.values().next().cloned().unwrap());
+    assert!(group.egress.is_empty(), "AWS's default egress is revoked");
+    assert_eq!(
+        group.ingress,
+        [IpRule::https_from(RuleSource::Ipv4("10.0.0.0/16".into()))].into()
+    );
+    fake.settle();
+    let before = fake.mutations().len();
+    let c = converged(&o, &ctx).await;
+    assert_eq!(fake.mutations().len(), before, "in sync: nothing changes");
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    assert!(e.pending.is_empty() && e.failed.is_empty() && e.policy_ok);
+    assert_eq!(e.statuses[0].state, "available");
+}
+
+#[tokio::test]
+async fn after_a_crash_resources_are_found_by_tag_not_duplicated() {
+    let fake = FakeEc2::standard();
+    // The first run dies after making the group: the endpoint create is throttled.
+    let first = context(&fake);
+    fake.inject("CreateVpcEndpoint", ErrorCode::RequestLimitExceeded);
+    assert!(matches!(
+        converge(&plain(), &first).await,
+        Err(Failure::Transient(_))
+    ));
+    assert_eq!(fake.with(|w| w.groups.len()), 1);
+    // A new process (no memory) adopts the group and makes one endpoint.
+    let second = context(&fake);
+    converged(&plain(), &second).await;
+    assert_eq!(fake.count("CreateSecurityGroup"), 1);
+    assert_eq!(fake.live_endpoints().len(), 1);
+    // A third finds both by their owner tag and creates nothing.
+    fake.settle();
+    let third = context(&fake);
+    let creates = fake.count("CreateVpcEndpoint");
+    converged(&plain(), &third).await;
+    assert_eq!(fake.count("CreateVpcEndpoint"), creates);
+    assert_eq!(fake.with(|w| w.groups.len()), 1);
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_retried_with_the_same_token() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    // Without private DNS: an endpoint without our tag is simply not seen (with it, it would
+    // be someone else's endpoint holding the private DNS name).
+    let o = object("demo", "team", serde_json::json!({"privateDns": false}));
+    converged(&o, &ctx).await;
+    let id = fake.live_endpoints()[0].id.clone();
+    // As if the answer never came: the endpoint exists but nothing remembers it.
+    fake.with(|w| {
+        let e = w.endpoints.get_mut(&id).unwrap();
+        e.tags.clear();
+    });
+    let fresh = context(&fake);
+    let c = converged(&o, &fresh).await;
+    assert_eq!(c.applied.endpoints.len(), 1);
+    assert_eq!(
+        c.applied.endpoints[0].id, id,
+        "same ClientToken, same endpoint"
+    );
+    assert_eq!(fake.live_endpoints().len(), 1);
+}
+
+#[tokio::test]
+async fn spec_changes_are_made_in_place() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let mut o = plain();
+    converged(&o, &ctx).await;
+    fake.settle();
+    let id = fake.live_endpoints()[0].id.clone();
+    next_generation(
+        &mut o,
+        serde_json::json!({
+            "privateDns": false,
+            "securityGroup": { "allowFrom": { "cidrs": ["10.1.0.0/16"] } },
+        }),
+    );
+    converged(&o, &ctx).await;
+    let e = fake.live_endpoints();
+    assert_eq!(
+        (e.len(), e[0].id.as_str()),
+        (1, id.as_str()),
+        "same endpoint"
+    );
+    assert!(!e[0].private_dns);
+    assert_eq!(fake.count("ModifyVpcEndpoint"), 1);
+    assert_eq!(fake.count("AuthorizeSecurityGroupIngress"), 2);
+    assert_eq!(fake.count("RevokeSecurityGroupIngress"), 1);
+    assert!(reasons(&ctx).contains(&"SecurityGroupUpdated".to_string()));
+}
+
+#[tokio::test]
+async fn spec_tags_are_added_changed_and_removed_leaving_foreign_tags() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let mut o = object(
+        "demo",
+        "team",
+        serde_json::json!({"tags": {"team": "a", "old": "x"}}),
+    );
+    converged(&o, &ctx).await;
+    fake.settle();
+    // Someone else tags our resources.
+    fake.with(|w| {
+        for e in w.endpoints.values_mut() {
+            e.tags.insert("cost-center".into(), "42".into());
+        }
+        for g in w.groups.values_mut() {
+            g.tags.insert("cost-center".into(), "42".into());
+        }
+    });
+    next_generation(
+        &mut o,
+        serde_json::json!({"tags": {"team": "b", "new": "y"}}),
+    );
+    converged(&o, &ctx).await;
+    let check = |tags: &BTreeMap<String, String>| {
+        assert_eq!(tags.get("team").map(String::as_str), Some("b"));
+        assert_eq!(tags.get("new").map(String::as_str), Some("y"));
+        assert!(!tags.contains_key("old"), "removed: we set it");
+        assert_eq!(tags.get("cost-center").map(String::as_str), Some("42"));
+        assert!(tags.contains_key(TAG_SPEC_KEYS));
+    };
+    check(&fake.live_endpoints()[0].tags);
+    check(&fake.with(|w| w.groups.values().next().unwrap().tags.clone()));
+    assert_eq!(fake.count("CreateVpcEndpoint"), 1, "tags never re-create");
+}
+
+#[tokio::test]
+async fn drift_is_put_back() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = plain();
+    converged(&o, &ctx).await;
+    fake.settle();
+    let extra = IpRule::https_from(RuleSource::Ipv4("0.0.0.0/0".into()));
+    fake.with(|w| {
+        let g = w.groups.values_mut().next().unwrap();
+        g.ingress.insert(extra.clone());
+        let e = w.endpoints.values_mut().next().unwrap();
+        e.subnet_ids.remove(SUBNETS[1]);
+    });
+    // A new process: nothing remembered hides the drift.
+    let fresh = context(&fake);
+    converged(&o, &fresh).await;
+    let g = fake.with(|w| w.groups.values().next().cloned().unwrap());
+    assert!(!g.ingress.contains(&extra));
+    assert_eq!(fake.live_endpoints()[0].subnet_ids.len(), 2);
+}
+
+#[tokio::test]
+async fn deletion_waits_for_endpoints_then_for_the_group() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = Arc::new(plain());
+    converged(&o, &ctx).await;
+    fake.settle();
+    // Endpoints first; the group is not touched while they are deleting.
+    let r = cleanup::cleanup(o.clone(), &ctx).await;
+    assert!(matches!(r, Err(Error::Waiting(_))), "{r:?}");
+    assert_eq!(fake.count("DeleteSecurityGroup"), 0);
+    fake.settle();
+    // AWS still holds the group for the endpoint's network interfaces.
+    fake.inject("DeleteSecurityGroup", ErrorCode::DependencyViolation);
+    let r = cleanup::cleanup(o.clone(), &ctx).await;
+    assert!(
+        matches!(&r, Err(Error::Waiting(m)) if m.contains("still in use")),
+        "{r:?}"
+    );
+    cleanup::cleanup(o.clone(), &ctx).await.expect("done");
+    assert!(fake.with(|w| w.groups.is_empty()));
+    assert!(fake.live_endpoints().is_empty());
+    assert_eq!(
+        fake.mutations()
+            .into_iter()
+            .filter(|m| m.starts_with("Delete"))
+            .collect::<Vec<_>>(),
+        [
+            "DeleteVpcEndpoints",
+            "DeleteSecurityGroup",
+            "DeleteSecurityGroup"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_endpoint_is_replaced_one_at_a_time_with_backoff() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = plain();
+    converged(&o, &ctx).await;
+    fake.settle();
+    let first = fake.live_endpoints()[0].id.clone();
+    fake.fail_endpoint(&first, "InternalFailure: capacity");
+    // Replaced: the dead one is deleted, an event says so, the status says why.
+    let c = converged(&o, &ctx).await;
+    assert!(reasons(&ctx).contains(&"EndpointReplacing".to_string()));
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    let v = assess::endpoints_verdict(&e, &c.applied);
+    assert_eq!(v.reason, "EndpointFailed", "{v:?}");
+    assert!(
+        v.message.contains("capacity") && v.message.contains("attempt 1"),
+        "{}",
+        v.message
+    );
+    // While it is deleting nothing new is made: never two at a time.
+    converged(&o, &ctx).await;
+    assert_eq!(fake.count("CreateVpcEndpoint"), 1);
+    fake.settle();
+    converged(&o, &ctx).await;
+    let live = fake.live_endpoints();
+    assert_eq!(live.len(), 1);
+    let second = live[0].id.clone();
+    assert_ne!(second, first, "a new endpoint (the token chain moved on)");
+    fake.settle();
+    let c = converged(&o, &ctx).await;
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    assert!(e.failed.is_empty() && e.pending.is_empty(), "Ready again");
+    // It fails again right away: the next attempt waits for its backoff.
+    fake.fail_endpoint(&second, "InternalFailure: capacity");
+    let c = converged(&o, &ctx).await;
+    assert!(c.applied.retry_in.is_some());
+    assert_eq!(
+        fake.live_endpoints().len(),
+        1,
+        "still the failed one, not deleted yet"
+    );
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    let v = assess::endpoints_verdict(&e, &c.applied);
+    assert_eq!(v.reason, "EndpointFailed");
+    assert!(v.message.contains("capacity") && v.message.contains("replaces it in"));
+}
+
+#[tokio::test]
+async fn a_resource_that_vanished_means_observe_again() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let mut o = plain();
+    converged(&o, &ctx).await;
+    fake.settle();
+    next_generation(&mut o, serde_json::json!({"privateDns": false}));
+    fake.inject("ModifyVpcEndpoint", ErrorCode::VpcEndpointNotFound);
+    assert!(matches!(
+        converge(&o, &ctx).await,
+        Err(Failure::Vanished(_))
+    ));
+}
+
+#[tokio::test]
+async fn invalid_and_rejected_specs_create_nothing() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let mut o = plain();
+    o.spec.vpc_id = Some("vpc-missing".into());
+    match converge(&o, &ctx).await {
+        Err(Failure::Invalid(i)) => assert_eq!(i.reason, "VpcNotFound"),
+        _ => panic!("expected VpcNotFound"),
+    }
+    o.spec.vpc_id = Some(VPC.into());
+    o.spec.region = Some("eu-west-1".into());
+    assert!(matches!(converge(&o, &ctx).await, Err(Failure::Invalid(_))));
+    assert!(fake.mutations().is_empty(), "{:?}", fake.mutations());
+    o.spec.region = None;
+    fake.inject("CreateSecurityGroup", ErrorCode::UnauthorizedOperation);
+    assert!(matches!(
+        converge(&o, &ctx).await,
+        Err(Failure::Rejected(_))
+    ));
+}
+
+#[tokio::test]
+async fn names_at_the_maximum_lengths_fit_every_limit() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let name = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    let o = object(
+        &name,
+        &"n".repeat(63),
+        serde_json::json!({"tags": {"k": "v"}}),
+    );
+    assert_eq!(o.name_any().len(), 253);
+    converged(&o, &ctx).await;
+    for e in fake.live_endpoints() {
+        assert!(e.tags.values().all(|v| v.len() <= 256), "{:?}", e.tags);
+    }
+    let g = fake.with(|w| w.groups.values().next().cloned().unwrap());
+    assert!(g.name.len() <= 255 && g.tags.values().all(|v| v.len() <= 256));
+    assert!(o.config_map_name().len() <= 253);
+    let cm = publish::config_map(&o, "team", BTreeMap::new());
+    let labels = cm.metadata.labels.unwrap();
+    assert!(labels.values().all(|v| v.len() <= 63), "{labels:?}");
+}
+
+#[tokio::test]
+async fn a_steady_resync_uses_memory_not_describes() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = plain();
+    converged(&o, &ctx).await;
+    fake.settle();
+    converged(&o, &ctx).await;
+    // As `conclude` would after a Ready reconcile, and the object now shows Ready.
+    let c = converged(&o, &ctx).await;
+    let seen = memory::SeenEndpoints {
+        owned: c.applied.endpoints.clone(),
+        foreign: vec![],
+        ready: true,
+    };
+    ctx.memory.remember_endpoints(
+        &o.uid().unwrap(),
+        o.metadata.generation,
+        std::time::Instant::now(),
+        seen,
+    );
+    let describes = fake.count("DescribeVpcEndpoints");
+    converged(&o, &ctx).await;
+    assert_eq!(fake.count("DescribeVpcEndpoints"), describes, "remembered");
+    // A change in AWS by us makes the memory unusable.
+    ctx.memory.changed(&o.uid().unwrap());
+    converged(&o, &ctx).await;
+    assert_eq!(fake.count("DescribeVpcEndpoints"), describes + 1);
+}
