@@ -40,11 +40,14 @@ rig-down:
 rig-status:
 	$(RIG) status
 
+# One file per CRD: the namespaced BedrockPrivateLink and the cluster-scoped grant (tenancy).
 crds:
 	mkdir -p crds
-	cargo run -q -- crd > crds/bedrockprivatelink.yaml.tmp
+	cargo run -q -- crd bedrockprivatelinks > crds/bedrockprivatelink.yaml.tmp
 	mv crds/bedrockprivatelink.yaml.tmp crds/bedrockprivatelink.yaml
-	if [ -d $(CHART_CRDS) ]; then cp crds/bedrockprivatelink.yaml $(CHART_CRDS)/; fi
+	cargo run -q -- crd bedrockprivatelinkgrants > crds/bedrockprivatelinkgrant.yaml.tmp
+	mv crds/bedrockprivatelinkgrant.yaml.tmp crds/bedrockprivatelinkgrant.yaml
+	if [ -d $(CHART_CRDS) ]; then cp crds/bedrockprivatelink.yaml crds/bedrockprivatelinkgrant.yaml $(CHART_CRDS)/; fi
 
 # Brings the rig up if it is not running (scripts/rig up is idempotent), then runs both suites.
 # Both suites always run; the target fails if either did. With a node (make rig-up-cluster, as in

@@ -671,10 +671,38 @@ async fn kube_client(env: &BTreeMap<String, String>) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
-/// Applies crds/bedrockprivatelink.yaml (server-side) and waits until it is established.
+/// Applies the CRDs in crds/ (server-side), waits until they are established, and grants the
+/// bench's namespaces (labelled by `namespace`) any VPC and endpoint count (tenancy, issue 16).
 async fn install_crd(client: &Client, timeout: Duration) {
-    let text = std::fs::read_to_string(repo_root().join("crds/bedrockprivatelink.yaml"))
-        .expect("read crds/bedrockprivatelink.yaml");
+    for file in ["bedrockprivatelink.yaml", "bedrockprivatelinkgrant.yaml"] {
+        apply_crd_file(client, file, timeout).await;
+    }
+    let grant: bpl::api::BedrockPrivateLinkGrant = serde_json::from_value(json!({
+        "apiVersion": "bedrock.privatelink.io/v1alpha1",
+        "kind": "BedrockPrivateLinkGrant",
+        "metadata": {"name": "bench-open"},
+        "spec": {
+            "namespaces": {"selector": {"matchLabels": {BENCH_TENANCY_LABEL: "open"}}},
+            "vpcs": {"any": true},
+            "maxEndpointsPerNamespace": 100000,
+        },
+    }))
+    .expect("valid grant");
+    Api::<bpl::api::BedrockPrivateLinkGrant>::all(client.clone())
+        .patch(
+            "bench-open",
+            &PatchParams::apply("bpl-bench").force(),
+            &Patch::Apply(&grant),
+        )
+        .await
+        .expect("apply the bench's grant");
+}
+
+const BENCH_TENANCY_LABEL: &str = "bpl-bench.bedrock.privatelink.io/tenancy";
+
+async fn apply_crd_file(client: &Client, file: &str, timeout: Duration) {
+    let text = std::fs::read_to_string(repo_root().join("crds").join(file))
+        .unwrap_or_else(|e| panic!("read crds/{file}: {e}"));
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD yaml");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.name_any();
@@ -707,7 +735,10 @@ async fn namespace(client: &Client, prefix: &str) -> String {
     let api: Api<Namespace> = Api::all(client.clone());
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {BENCH_TENANCY_LABEL: "open"}}}),
+        )
+        .unwrap(),
     )
     .await
     .expect("create namespace");

@@ -83,7 +83,7 @@ cmd_up() {
 
   step "kubectl apply --server-side -f crds/ (helm installs the chart's CRD only once)"
   kubectl apply --server-side --force-conflicts -f crds/
-  kubectl wait --for=condition=Established --timeout=30s "crd/$CRD"
+  kubectl wait --for=condition=Established --timeout=30s "crd/$CRD" crd/bedrockprivatelinkgrants.bedrock.privatelink.io
 
   step "helm upgrade --install $RELEASE $CHART -n $OP_NS (namespace enforces Pod Security restricted)"
   prepare_namespace
@@ -92,6 +92,10 @@ cmd_up() {
   kubectl -n "$OP_NS" rollout restart "deploy/$RELEASE" >/dev/null
   kubectl -n "$OP_NS" rollout status "deploy/$RELEASE" --timeout=120s
   kubectl -n "$OP_NS" get pods -o wide
+
+  step "kubectl apply -f examples/grant.yaml (the cluster admin lets namespace default use private DNS)"
+  kubectl apply --server-side --force-conflicts -f examples/grant.yaml
+  kubectl get bplgrant
 
   step "kubectl apply -f examples/basic.yaml (no vpcId, no subnets: discovered from the Nodes)"
   kubectl apply -f examples/basic.yaml

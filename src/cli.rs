@@ -27,10 +27,21 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the CustomResourceDefinition YAML.
-    Crd,
+    /// Print the CustomResourceDefinition YAML: every CRD (one YAML document each), or one.
+    Crd {
+        #[arg(value_enum)]
+        which: Option<CrdName>,
+    },
     /// Check that a Bedrock call from here goes through the interface endpoint (exit 0) or not.
     Probe(Box<crate::probe::ProbeArgs>),
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrdName {
+    /// The namespaced BedrockPrivateLink (crds/bedrockprivatelink.yaml).
+    Bedrockprivatelinks,
+    /// The cluster-scoped BedrockPrivateLinkGrant (crds/bedrockprivatelinkgrant.yaml).
+    Bedrockprivatelinkgrants,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -89,10 +100,24 @@ pub fn crd_yaml() -> String {
     serde_yaml::to_string(&crate::api::crd()).expect("CRD serializes")
 }
 
+pub fn grant_crd_yaml() -> String {
+    serde_yaml::to_string(&crate::api::grant_crd()).expect("CRD serializes")
+}
+
+/// Every CRD, as a multi-document stream (`crd | kubectl apply -f -`).
+pub fn all_crds_yaml() -> String {
+    format!("{}---\n{}", crd_yaml(), grant_crd_yaml())
+}
+
 pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Crd => {
-            print!("{}", crd_yaml());
+        Command::Crd { which } => {
+            let yaml = match which {
+                None => all_crds_yaml(),
+                Some(CrdName::Bedrockprivatelinks) => crd_yaml(),
+                Some(CrdName::Bedrockprivatelinkgrants) => grant_crd_yaml(),
+            };
+            print!("{yaml}");
             Ok(())
         }
         Command::Run(args) => run(*args).await,

@@ -13,3 +13,4 @@ pub mod probe;
 pub mod publish;
 pub mod reconcile;
 pub mod telemetry;
+pub mod tenancy;

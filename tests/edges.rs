@@ -35,6 +35,10 @@ async fn names_at_the_maximum_lengths_become_ready() {
     assert_eq!(ns.len(), 63);
     let (ok, _, err) = rig.kubectl(&["create", "namespace", &ns]);
     assert!(ok, "{err}");
+    // Tenancy (issue 16): like Rig::namespace's, under the rig's open grant (its own VPC).
+    let label = format!("{OPEN_TENANCY_LABEL}=open");
+    let (ok, _, err) = rig.kubectl(&["label", "namespace", &ns, &label]);
+    assert!(ok, "{err}");
     let name = format!("{}.{}", "a".repeat(126), "b".repeat(126));
     assert_eq!(name.len(), 253);
     let net = rig.network(&prefix).await;

@@ -449,14 +449,15 @@ async fn chart_lints_renders_and_applies_server_side_and_schema_names_bad_fields
 #[test]
 fn chart_crd_is_the_repository_crd() {
     let root = repo_root();
-    let repo = std::fs::read(root.join("crds/bedrockprivatelink.yaml")).expect("crds/");
-    let chart = std::fs::read(root.join(CHART).join("crds/bedrockprivatelink.yaml"))
-        .expect("the chart's crds/bedrockprivatelink.yaml");
-    assert!(
-        repo == chart,
-        "{CHART}/crds/bedrockprivatelink.yaml differs from crds/bedrockprivatelink.yaml: \
-         cp crds/bedrockprivatelink.yaml {CHART}/crds/"
-    );
+    for file in ["bedrockprivatelink.yaml", "bedrockprivatelinkgrant.yaml"] {
+        let repo = std::fs::read(root.join("crds").join(file)).expect("crds/");
+        let chart = std::fs::read(root.join(CHART).join("crds").join(file))
+            .unwrap_or_else(|e| panic!("the chart's crds/{file}: {e}"));
+        assert!(
+            repo == chart,
+            "{CHART}/crds/{file} differs from crds/{file}: cp crds/{file} {CHART}/crds/"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

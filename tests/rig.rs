@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 
 const CRD_FILE: &str = "crds/bedrockprivatelink.yaml";
 const CHART_CRD_FILE: &str = "charts/bedrock-privatelink-operator/crds/bedrockprivatelink.yaml";
+const GRANT_CRD_FILE: &str = "crds/bedrockprivatelinkgrant.yaml";
+const CHART_GRANT_CRD_FILE: &str =
+    "charts/bedrock-privatelink-operator/crds/bedrockprivatelinkgrant.yaml";
 const BEDROCK_SERVICES: [&str; 4] = [
     "bedrock",
     "bedrock-runtime",
@@ -77,15 +80,24 @@ fn checked_in_crds_match_the_rust_types() {
     assert_same_crd(CRD_FILE, &generated);
     // The chart installs the CRD from its own crds/ (`make crds` copies it there).
     assert_same_crd(CHART_CRD_FILE, &generated);
-    // The binary's `crd` subcommand prints exactly that.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bedrock-privatelink-operator"))
-        .arg("crd")
-        .output()
-        .expect("run bedrock-privatelink-operator crd");
-    assert!(out.status.success(), "crd subcommand failed");
-    let printed = String::from_utf8(out.stdout).unwrap();
-    if let Some(at) = first_difference(&generated, &printed) {
-        panic!("`bedrock-privatelink-operator crd` differs from bpl::cli::crd_yaml(): {at}");
+    let grant = bpl::cli::grant_crd_yaml();
+    assert_same_crd(GRANT_CRD_FILE, &grant);
+    assert_same_crd(CHART_GRANT_CRD_FILE, &grant);
+    // The binary's `crd` subcommand prints exactly those, one or all.
+    for (args, want) in [
+        (&["crd", "bedrockprivatelinks"][..], generated.clone()),
+        (&["crd", "bedrockprivatelinkgrants"][..], grant.clone()),
+        (&["crd"][..], bpl::cli::all_crds_yaml()),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bedrock-privatelink-operator"))
+            .args(args)
+            .output()
+            .expect("run bedrock-privatelink-operator crd");
+        assert!(out.status.success(), "{args:?} failed");
+        let printed = String::from_utf8(out.stdout).unwrap();
+        if let Some(at) = first_difference(&want, &printed) {
+            panic!("`bedrock-privatelink-operator {args:?}` differs from bpl::cli: {at}");
+        }
     }
 }
 

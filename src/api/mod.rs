@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::BedrockService;
 
+pub mod grant;
+pub use grant::{BedrockPrivateLinkGrant, BedrockPrivateLinkGrantSpec};
+
 pub const GROUP: &str = "bedrock.privatelink.io";
 pub const FINALIZER: &str = "bedrock.privatelink.io/cleanup";
 
@@ -353,6 +356,15 @@ pub fn crd()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     let mut v = serde_json::to_value(BedrockPrivateLink::crd()).expect("CRD serializes");
+    unwrap_descriptions(&mut v);
+    serde_json::from_value(v).expect("CRD deserializes")
+}
+
+/// The BedrockPrivateLinkGrant CRD, descriptions post-processed like [`crd`]'s.
+pub fn grant_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut v = serde_json::to_value(BedrockPrivateLinkGrant::crd()).expect("CRD serializes");
     unwrap_descriptions(&mut v);
     serde_json::from_value(v).expect("CRD deserializes")
 }

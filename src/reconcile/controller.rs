@@ -14,7 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::{Context, error_policy, reconcile};
-use crate::api::BedrockPrivateLink;
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant};
 use crate::publish;
 
 /// kubectl apply's annotation: a second copy of the spec.
@@ -25,7 +25,7 @@ type Triggers<K> = Vec<futures::channel::mpsc::Receiver<K>>;
 /// Runs `stream` (a watch, with its reflector) and hands each object it touches to `n`
 /// receivers, one per controller. The channels are bounded: the watch waits for the
 /// controllers. A receiver that is gone (its controller stopped) is skipped.
-fn fan_out<K: Clone + Send + 'static>(
+pub(crate) fn fan_out<K: Clone + Send + 'static>(
     stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     n: usize,
 ) -> Triggers<K> {
@@ -140,6 +140,7 @@ fn controller(
     api: Api<Guarded>,
     config_maps: futures::channel::mpsc::Receiver<ConfigMap>,
     namespaces: futures::channel::mpsc::Receiver<NamespaceMeta>,
+    grants: futures::channel::mpsc::Receiver<DeserializeGuard<BedrockPrivateLinkGrant>>,
     concurrency: u16,
 ) -> Controller<Guarded> {
     // The store keeps every object; their managedFields (and kubectl's copy of the last
@@ -155,17 +156,25 @@ fn controller(
     .applied_objects();
     let controller = Controller::for_stream(objects, reader).owns_stream(config_maps.map(Ok));
     let objects = controller.store();
+    let all_objects = controller.store();
     controller
         .watches_stream(namespaces.map(Ok), move |ns| {
             objects
                 .state()
                 .into_iter()
                 .filter(|g| {
-                    g.0.as_ref()
-                        .is_ok_and(|o| publish::concerns_namespace(o, &ns))
+                    g.0.as_ref().is_ok_and(|o| {
+                        publish::concerns_namespace(o, &ns)
+                            // Tenancy (issue 16): grants select namespaces by label.
+                            || o.namespace() == Some(ns.name_any())
+                    })
                 })
                 .map(|g| reflector::ObjectRef::from_obj(&*g))
                 .collect::<Vec<_>>()
+        })
+        // Tenancy (issue 16): every grant change queues every object again.
+        .watches_stream(grants.map(Ok), move |_grant| {
+            crate::tenancy::gate::all_objects(&all_objects)
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
 }
@@ -183,6 +192,8 @@ pub async fn run(
     let (cm_store, mut cm_triggers) = watch_config_maps(&client, controllers);
     let (ns_store, mut ns_triggers) = watch_namespaces(&client, controllers);
     let node_store = watch_nodes(&client);
+    // Tenancy (issue 16): the grant watch, one trigger stream per controller.
+    let mut grant_triggers = ctx.tenancy.watch_grants(client.clone(), controllers);
     let mut ctx = ctx;
     ctx.config_maps = Some(cm_store.clone());
     ctx.namespaces = Some(ns_store.clone());
@@ -215,6 +226,7 @@ pub async fn run(
             api,
             cm_triggers.pop().expect("one channel per controller"),
             ns_triggers.pop().expect("one channel per controller"),
+            grant_triggers.pop().expect("one channel per controller"),
             concurrency,
         )
         .graceful_shutdown_on(shutdown.clone());
@@ -229,6 +241,9 @@ pub async fn run(
                 .boxed(),
         );
     }
+    // Tenancy (issue 16): the gate counts a namespace's endpoints in these stores.
+    ctx.tenancy.set_objects(stores.clone());
+    let ready_ctx = ctx.clone();
     tokio::spawn(async move {
         // /readyz stays 503 until every store has listed.
         for s in &stores {
@@ -237,6 +252,9 @@ pub async fn run(
         synced(&cm_store).await;
         synced(&ns_store).await;
         synced(&node_store).await;
+        while !ready_ctx.tenancy.listed() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         on_synced();
     });
     futures::future::join_all(streams).await;

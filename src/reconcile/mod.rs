@@ -54,6 +54,7 @@ use plan::{Desired, Owner};
 use status::{READY, Verdict};
 use validate::{Invalid, Valid};
 
+pub(crate) use controller::fan_out;
 pub use controller::run;
 
 pub const MANAGER: &str = "bedrock-privatelink-operator";
@@ -149,6 +150,8 @@ pub struct Context {
     pub config_maps: Option<Store<ConfigMap>>,
     /// Every Namespace's metadata (set by `run`): where copies may go.
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// Tenancy (issue 16): the grant watch and object stores the tenancy gate reads.
+    pub tenancy: crate::tenancy::gate::Index,
     /// Every Node (set by `run`; spec only): where the cluster's VPC is.
     pub nodes: Option<Store<Node>>,
     network_cache: Cached<Vec<String>, observe::ClusterNetwork>,
@@ -184,6 +187,7 @@ impl Context {
             config,
             config_maps: None,
             namespaces: None,
+            tenancy: Default::default(),
             nodes: None,
             network_cache: Mutex::default(),
             memory: Memory::new(ttl),
@@ -372,6 +376,11 @@ pub struct Converged {
 
 pub async fn converge(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Converged, Failure> {
     validate::admit(&obj.spec, &ctx.ec2.region)?;
+    // Tenancy (issue 16): may this namespace ask for this VPC, private DNS, preset and number
+    // of endpoints? Decided before anything in AWS is created or changed.
+    if let Some(refused) = crate::tenancy::gate::check(obj, ctx).await? {
+        return Err(refused.into());
+    }
     let observation = ctx.observe_object(obj).await?;
     let valid = validate::validate(&obj.spec, &observation.facts)?;
     let desired = plan::desired(&obj.spec, &valid, &Owner::of(obj));

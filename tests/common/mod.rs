@@ -18,6 +18,12 @@ use serde_json::{Value, json};
 
 pub const OWNER_TAG: &str = "bedrock.privatelink.io/owner-uid";
 
+/// Tenancy (issue 16): namespaces made by `Rig::namespace` carry this label, and the rig's
+/// grant `rig-tests-open` (applied with the CRDs) lets them use any VPC, private DNS, every
+/// preset and many endpoints, as a cluster admin's trusted team could. Suites about other
+/// things thus run under a real grant; tests/tenancy.rs makes namespaces without the label.
+pub const OPEN_TENANCY_LABEL: &str = "bpl-test.bedrock.privatelink.io/tenancy";
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -167,7 +173,10 @@ impl Rig {
         let api: Api<Namespace> = Api::all(self.client.clone());
         api.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {OPEN_TENANCY_LABEL: "open"}}}),
+            )
+            .unwrap(),
         )
         .await
         .expect("create namespace");
@@ -599,13 +608,14 @@ pub async fn wait_gone(rig: &Rig, ns: &str, name: &str, timeout: Duration) {
 
 static CRD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-/// Ensures the CRD in crds/ is installed and established (once per test binary).
+/// Ensures the CRDs in crds/ are installed and established, and the rig's open grant exists
+/// (once per test binary).
 pub async fn install_crd(rig: &Rig) {
     CRD.get_or_init(|| apply_crd(rig)).await;
 }
 
 async fn apply_crd(rig: &Rig) {
-    let path = repo_root().join("crds/bedrockprivatelink.yaml");
+    let path = repo_root().join("crds");
     let (ok, _, err) = rig.kubectl(&[
         "apply",
         "--server-side",
@@ -613,14 +623,44 @@ async fn apply_crd(rig: &Rig) {
         "-f",
         path.to_str().unwrap(),
     ]);
-    assert!(ok, "install CRD: {err}");
+    assert!(ok, "install CRDs: {err}");
     let (ok, _, err) = rig.kubectl(&[
         "wait",
         "--for=condition=Established",
         "--timeout=30s",
         "crd/bedrockprivatelinks.bedrock.privatelink.io",
+        "crd/bedrockprivatelinkgrants.bedrock.privatelink.io",
     ]);
-    assert!(ok, "CRD established: {err}");
+    assert!(ok, "CRDs established: {err}");
+    let grant = format!(
+        "apiVersion: bedrock.privatelink.io/v1alpha1
+kind: BedrockPrivateLinkGrant
+metadata:
+  name: rig-tests-open
+spec:
+  namespaces:
+    selector:
+      matchLabels:
+        {OPEN_TENANCY_LABEL}: open
+  vpcs:
+    any: true
+  privateDns: true
+  policyPresets: [InvokeOnly, ReadOnly, FullAccess, Custom]
+  maxEndpointsPerNamespace: 100000
+"
+    );
+    let (ok, _, err) = rig.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=bpl-tests",
+            "-f",
+            "-",
+        ],
+        &grant,
+    );
+    assert!(ok, "apply the rig's open grant: {err}");
 }
 
 /// Security-group rules as `proto/from-to source`, sorted, for comparing with expectations.

@@ -1,0 +1,206 @@
+//! The tenancy gate of the reconcile: feeds [`super::admit`] from the watches (grants,
+//! Namespaces, the namespace's other objects) and turns a refusal into the reconcile's
+//! `Invalid`, so a refused object gets `Ready=False` with the rule as reason and an Event,
+//! before anything in AWS is created or changed.
+//!
+//! A refused object that already has endpoints (the rules changed after it was admitted) is
+//! frozen, not deleted: its endpoints, security group and ConfigMap stay as they are, nothing
+//! of it is updated, until it complies again (then it is reconciled as usual) or is deleted
+//! (then cleanup removes them, or keeps them with deletionPolicy Retain).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PartialObjectMeta;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use super::{Ask, Grant};
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant, DeletionPolicy};
+use crate::reconcile::validate::Invalid;
+use crate::reconcile::{Context, Error};
+
+type Guarded<K> = DeserializeGuard<K>;
+
+/// The watches the gate reads. Wired by `reconcile::run`; a Context that was never run (a
+/// library user driving `reconcile` by hand) has none, and then the gate admits everything.
+#[derive(Default)]
+pub struct Index {
+    grants: OnceLock<Store<Guarded<BedrockPrivateLinkGrant>>>,
+    /// The grant watch has listed every grant once: before that, "no grant" means "unknown".
+    grants_listed: Arc<AtomicBool>,
+    objects: OnceLock<Vec<Store<Guarded<BedrockPrivateLink>>>>,
+}
+
+impl Index {
+    /// Starts the watch of every grant; returns one stream per controller that yields each
+    /// grant added, changed or deleted (each controller then checks all its objects again).
+    pub fn watch_grants(
+        &self,
+        client: Client,
+        controllers: usize,
+    ) -> Vec<futures::channel::mpsc::Receiver<Guarded<BedrockPrivateLinkGrant>>> {
+        let (store, writer) = reflector::store();
+        let _ = self.grants.set(store);
+        let listed = self.grants_listed.clone();
+        let stream = reflector::reflector(
+            writer,
+            watcher(Api::all(client), watcher::Config::default()).default_backoff(),
+        )
+        .inspect(move |event| match event {
+            Ok(watcher::Event::InitDone) => listed.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot watch BedrockPrivateLinkGrants (is crds/bedrockprivatelinkgrant.yaml installed?); objects wait"
+            ),
+            _ => {}
+        })
+        .touched_objects();
+        crate::reconcile::fan_out(stream, controllers)
+    }
+
+    /// The stores of the controllers' objects (for counting a namespace's endpoints).
+    pub fn set_objects(&self, stores: Vec<Store<Guarded<BedrockPrivateLink>>>) {
+        let _ = self.objects.set(stores);
+    }
+
+    /// Whether every grant has been listed (for readiness).
+    pub fn listed(&self) -> bool {
+        self.grants.get().is_none() || self.grants_listed.load(Ordering::Relaxed)
+    }
+}
+
+/// Every object of the controller's store: a grant change may change any object's verdict.
+pub fn all_objects(
+    store: &Store<Guarded<BedrockPrivateLink>>,
+) -> Vec<ObjectRef<Guarded<BedrockPrivateLink>>> {
+    store
+        .state()
+        .iter()
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
+}
+
+fn grants(store: &Store<Guarded<BedrockPrivateLinkGrant>>) -> Vec<Grant> {
+    let mut found: Vec<(String, Grant)> = store
+        .state()
+        .iter()
+        .map(|g| match &g.0 {
+            Ok(g) => (g.name_any(), Grant::from_resource(g)),
+            Err(invalid) => {
+                let name = invalid.metadata.name.clone().unwrap_or_default();
+                (name.clone(), Grant::unreadable(name, invalid.error.clone()))
+            }
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.into_iter().map(|(_, g)| g).collect()
+}
+
+/// The asks of the namespace's objects created before `obj`, oldest first (objects being
+/// deleted do not count: their endpoints are on their way out).
+fn earlier_asks(index: &Index, obj: &BedrockPrivateLink) -> Vec<Ask> {
+    let key = |o: &BedrockPrivateLink| {
+        (
+            o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            o.name_any(),
+        )
+    };
+    let mine = key(obj);
+    let mut older: Vec<(_, Ask)> = Vec::new();
+    for store in index.objects.get().into_iter().flatten() {
+        for guard in store.state() {
+            let Ok(o) = &guard.0 else { continue };
+            if o.metadata.namespace == obj.metadata.namespace
+                && o.metadata.uid != obj.metadata.uid
+                && o.metadata.deletion_timestamp.is_none()
+                && key(o) < mine
+            {
+                older.push((key(o), Ask::of(&o.spec)));
+            }
+        }
+    }
+    older.sort_by(|a, b| a.0.cmp(&b.0));
+    older.into_iter().map(|(_, a)| a).collect()
+}
+
+/// `None`: admitted. `Some`: refused, with the rule as reason. `Err`: try again later.
+pub async fn check(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Option<Invalid>, Error> {
+    let index = &ctx.tenancy;
+    let Some(grant_store) = index.grants.get() else {
+        return Ok(None);
+    };
+    if !index.grants_listed.load(Ordering::Relaxed) {
+        return Err(Error::Waiting(
+            "waiting for the list of BedrockPrivateLinkGrants (is crds/bedrockprivatelinkgrant.yaml installed?)".into(),
+        ));
+    }
+    let ns_name = obj.namespace().unwrap_or_default();
+    let labels = match &ctx.namespaces {
+        Some(store) => match store.get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(&ns_name)) {
+            Some(ns) => ns.labels().clone(),
+            None => {
+                return Err(Error::Waiting(format!(
+                    "namespace {ns_name} is not in the namespace cache yet"
+                )));
+            }
+        },
+        None => Default::default(),
+    };
+    let namespace = super::Namespace {
+        name: ns_name,
+        labels,
+    };
+    let ask = Ask::of(&obj.spec);
+    let earlier = earlier_asks(index, obj);
+    let grants = grants(grant_store);
+    // Which VPCs are the cluster's matters only for a VPC named in a spec, under a rule that
+    // allows the cluster's VPC but not every VPC.
+    let names_vpc = ask.vpc.is_some() || earlier.iter().any(|a| a.vpc.is_some());
+    let rules_ask = super::applicable(&grants, &namespace)
+        .iter()
+        .any(|r| r.vpcs.cluster_vpc && !r.vpcs.any);
+    let cluster_vpcs: BTreeSet<String> = if !(names_vpc && rules_ask) {
+        BTreeSet::new()
+    } else if let Some(v) = &ctx.config.default_vpc_id {
+        BTreeSet::from([v.clone()])
+    } else {
+        ctx.cluster_network().await?.vpc_ids
+    };
+    match super::admit(&ask, &earlier, &namespace, &grants, &cluster_vpcs) {
+        Ok(admitted) => {
+            tracing::debug!(object = %obj.name_any(), namespace = %namespace.name, by = %admitted.by, endpoints = admitted.namespace_endpoints, "admitted");
+            Ok(None)
+        }
+        Err(refusal) => {
+            tracing::info!(object = %obj.name_any(), namespace = %namespace.name, rule = refusal.reason, "refused by the tenancy rules");
+            let existing: Vec<&str> = obj
+                .status
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .map(|e| e.vpc_endpoint_id.as_str())
+                .collect();
+            let frozen = if existing.is_empty() {
+                " Nothing was created in AWS.".to_string()
+            } else {
+                format!(
+                    " Its existing endpoints ({}) stay as they are and are no longer updated until the object complies again; deleting the object {}.",
+                    existing.join(", "),
+                    match obj.spec.deletion_policy {
+                        DeletionPolicy::Delete => "removes them",
+                        DeletionPolicy::Retain => "leaves them in AWS (deletionPolicy Retain)",
+                    }
+                )
+            };
+            Ok(Some(Invalid {
+                reason: refusal.reason,
+                message: format!("{}{frozen}", refusal.message),
+            }))
+        }
+    }
+}
