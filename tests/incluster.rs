@@ -70,10 +70,17 @@ impl Cluster {
         (out.status.success(), text)
     }
 
-    /// A namespace labelled for the "restricted" Pod Security Standard.
+    /// A namespace under the rig's open tenancy grant (issue 16), optionally labelled for the
+    /// "restricted" Pod Security Standard.
     fn namespace(&self, prefix: &str, restricted: bool) -> String {
         let ns = format!("{prefix}-{}", short_id());
         self.kubectl_ok(&["create", "namespace", &ns]);
+        self.kubectl_ok(&[
+            "label",
+            "namespace",
+            &ns,
+            &format!("{OPEN_TENANCY_LABEL}=open"),
+        ]);
         if restricted {
             self.kubectl_ok(&[
                 "label",
