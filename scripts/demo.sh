@@ -5,7 +5,9 @@
 #
 #   scripts/demo.sh        (or `make demo`) apply examples/basic.yaml, wait for Ready, describe it,
 #                          run examples/workload-deployment.yaml as a pod and print the Bedrock
-#                          variables it received through envFrom, then the endpoint's DNS names
+#                          variables it received through envFrom, limit the policy to one model,
+#                          then a pod's Bedrock call answered through the private endpoint and a
+#                          call for another model denied by the endpoint policy, and the DNS names
 #   scripts/demo.sh stop   delete the demo object (the operator removes its endpoint and security
 #                          group), the workload, and uninstall the release
 #
@@ -69,6 +71,54 @@ workload_manifest() {
   sed "s#public.ecr.aws/aws-cli/aws-cli:2.22.0#$RIG_IMAGE_REPO/workload:1#" examples/workload-deployment.yaml
 }
 
+DEMO_MODEL=anthropic.claude-3-haiku-20240307-v1:0
+DEMO_DENIED_MODEL=amazon.titan-text-express-v1
+
+# The rig CA that signs the Bedrock stand-in's certificate, for the pods (AWS_CA_BUNDLE).
+ca_config_map() {
+  kubectl -n "$NS" create configmap rig-ca --from-file=ca.pem="$RIG_BEDROCK_CA" --dry-run=client -o yaml |
+    kubectl apply -f - >/dev/null
+}
+
+# probe_pod NAME MODEL [ARGS]: `bedrock-privatelink-operator probe` as a workload pod (non-root,
+# read-only root, envFrom the published ConfigMap); prints its report, fails if the probe did.
+probe_pod() {
+  local name=$1 model=$2; shift 2
+  local extra="" a
+  for a in "$@"; do extra+=", \"$a\""; done
+  kubectl -n "$NS" delete pod "$name" --ignore-not-found --wait=true >/dev/null
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, namespace: $NS}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: probe
+      image: $PROBE_IMAGE
+      imagePullPolicy: Never
+      args: ["probe", "--model", "$model"$extra]
+      envFrom: [{configMapRef: {name: $NAME-bedrock}}]
+      env:
+        - {name: AWS_ACCESS_KEY_ID, value: testing}
+        - {name: AWS_SECRET_ACCESS_KEY, value: testing}
+        - {name: AWS_CA_BUNDLE, value: /etc/rig-ca/ca.pem}
+      volumeMounts: [{name: ca, mountPath: /etc/rig-ca, readOnly: true}]
+      securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+  volumes: [{name: ca, configMap: {name: rig-ca}}]
+EOF
+  local phase="" i
+  for ((i = 0; i < 60; i++)); do
+    phase=$(kubectl -n "$NS" get pod "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    [[ "$phase" == Succeeded || "$phase" == Failed ]] && break
+    sleep 1
+  done
+  kubectl -n "$NS" logs "$name" | sed 's/^/  /'
+  [[ "$phase" == Succeeded ]]
+}
+
 cmd_up() {
   local t0=$SECONDS image
   step "scripts/rig up --cluster (kube-apiserver, etcd, controller-manager, scheduler, a kubelet node, EC2 emulator)"
@@ -79,6 +129,7 @@ cmd_up() {
 
   step "scripts/rig image (cargo profile image; the image has the binary, its libraries, CA certificates; uid 65532)"
   image=$(scripts/rig image dev)
+  PROBE_IMAGE=$image
   echo "$image"
 
   step "kubectl apply --server-side -f crds/ (helm installs the chart's CRD only once)"
@@ -108,6 +159,10 @@ cmd_up() {
     die "bpl/$NAME did not become Ready"
   fi
 
+  step "kubectl wait --for=condition=PrivatePathVerified bpl/$NAME (the operator resolved the Bedrock names as its pod does)"
+  kubectl -n "$NS" wait --for=condition=PrivatePathVerified "bpl/$NAME" --timeout=90s ||
+    kubectl -n "$NS" get bpl "$NAME" -o jsonpath='{.status.conditions[?(@.type=="PrivatePathVerified")].message}{"\n"}'
+
   step "kubectl get bpl -o wide"
   kubectl -n "$NS" get bpl -o wide
 
@@ -129,6 +184,24 @@ cmd_up() {
   done
   printf '%s\n' "$out"
 
+  step "limit the endpoint policy to one model (spec.policy.models)"
+  kubectl -n "$NS" patch bpl "$NAME" --type=merge -p "{\"spec\":{\"policy\":{\"models\":[\"$DEMO_MODEL\"]}}}"
+  kubectl -n "$NS" wait --for=jsonpath='{.status.conditions[?(@.type=="PolicyApplied")].status}'=True "bpl/$NAME" --timeout=60s
+  kubectl -n "$NS" wait --for=condition=Ready "bpl/$NAME" --timeout=60s
+
+  step "a workload pod calls Bedrock (AWS SDK for Rust, Converse, envFrom the ConfigMap $NAME-bedrock)"
+  ca_config_map
+  probe_pod demo-call-allowed "$DEMO_MODEL" || die "the allowed call did not take the private path"
+
+  step "a call for a model outside policy.models: the endpoint policy denies it"
+  probe_pod demo-call-denied "$DEMO_DENIED_MODEL" --expect-denied || die "the call was not denied by the endpoint policy"
+
+  step "what the Bedrock stand-in behind the endpoint recorded (address, endpoint, decision)"
+  curl -sf "$BPL_EMULATOR_URL/_harness/bedrock/calls" | "$HOME/.cache/bpl-rig/venv/bin/python" -c '
+import json, sys
+for c in json.load(sys.stdin)["calls"][-2:]:
+    print(f"{c.get(\"operation\")} {c.get(\"model\")}: {c.get(\"path_kind\")} path via {c.get(\"endpoint\")} at {c.get(\"address\")} -> {c.get(\"decision\")}")'
+
   step "the endpoint's DNS names"
   kubectl -n "$NS" get bpl "$NAME" -o jsonpath='{range .status.endpoints[*]}{.service}: {.vpcEndpointId} ({.state}) in {.availabilityZones}{"\n"}{range .dnsNames[*]}  {@}{"\n"}{end}  private DNS: {.privateDnsName}{"\n"}{end}'
 
@@ -148,6 +221,7 @@ cmd_stop() {
   if ! scripts/rig status >/dev/null 2>&1; then echo "the rig is not running: nothing to delete"; return 0; fi
   load_env
   kubectl -n "$NS" delete deploy/bedrock-client --ignore-not-found
+  kubectl -n "$NS" delete pod demo-call-allowed demo-call-denied --ignore-not-found
   if kubectl get crd "$CRD" >/dev/null 2>&1 && kubectl -n "$NS" get bpl "$NAME" >/dev/null 2>&1; then
     step "kubectl delete bpl $NAME (endpoint first, then the security group, then the finalizer)"
     kubectl -n "$NS" delete bpl "$NAME" --wait=true --timeout=120s
@@ -160,5 +234,5 @@ cmd_stop() {
 case "${1:-up}" in
   up) cmd_up ;;
   stop) cmd_stop ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

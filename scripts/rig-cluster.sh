@@ -53,6 +53,14 @@ print(i["private_dns"], i["private_ip"], i["az"], i["id"])' "$RIG/seed.json")
   NODE_PROVIDER_ID="aws:///$NODE_AZ/$NODE_INSTANCE"
 }
 
+# The VPC's Amazon-provided resolver: the seeded VPC's CIDR base + 2.
+vpc_resolver() {
+  "$VENV/bin/python" -c '
+import ipaddress, json, sys
+seed = json.load(open(sys.argv[1]))
+print(ipaddress.ip_network(seed["vpc_cidr"]).network_address + 2)' "$RIG/seed.json"
+}
+
 netns_up() {
   if [[ -e "$NETNS_PATH" ]] && nsx ip -4 addr show dev eth0 2>/dev/null | grep -q "inet $NODE_IP/"; then return; fi
   [[ -e "$NETNS_PATH" ]] && ip netns delete "$NETNS"
@@ -114,7 +122,10 @@ EOF
   ]
 }
 EOF
-  printf 'nameserver 127.0.0.1\noptions ndots:1\n' >"$NODE_DIR/resolv.conf"
+  # The node's resolver is the VPC's (as on an EC2 instance): pods (no cluster DNS on the rig, so
+  # kubelet gives ClusterFirst pods this file) resolve Bedrock names where the operator's private
+  # DNS makes them point.
+  printf 'nameserver %s\nsearch ec2.internal\noptions ndots:1\n' "$(vpc_resolver)" >"$NODE_DIR/resolv.conf"
   "$ROOT/scripts/pki.sh" "$PKI" node "$NODE_NAME" "$NODE_IP"
   local in_ns="https://127.0.0.1:$APISERVER_PORT"  # the proxy's listener inside the namespace
   node_kubeconfig "$NODE_DIR/kubelet.kubeconfig" "$in_ns" "node-$NODE_NAME" "system:node:$NODE_NAME"

@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// How soon an endpoint in a transitional state is looked at again.
     #[arg(long, env = "BPL_PENDING_REQUEUE_MS", default_value_t = 2000)]
     pub pending_requeue_ms: u64,
+    /// Check every this many seconds (and at every reconcile) that the names workloads use
+    /// resolve to the endpoint's addresses: the PrivatePathVerified condition. 0: off. Only
+    /// meaningful where the operator resolves names as the workloads do (its pod in the
+    /// cluster: the chart turns it on).
+    #[arg(long, env = "BPL_VERIFY_PATH_SECONDS", default_value_t = 0)]
+    pub verify_path_seconds: u64,
     /// Objects reconciled at once.
     #[arg(long, env = "BPL_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
@@ -173,6 +179,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             .cloned()
             .collect(),
         concurrency: args.concurrency.max(1),
+        path_check: (args.verify_path_seconds > 0)
+            .then(|| Duration::from_secs(args.verify_path_seconds)),
     };
 
     let shutdown = shutdown_signal();

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
+use bpl::api::BedrockPrivateLink;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -648,4 +649,346 @@ async fn the_standby_pod_takes_over_when_the_leader_pod_goes() {
     wait_gone(&c.rig, &work, "ha", Duration::from_secs(90)).await;
     assert!(c.rig.owned_endpoints(&uid).await.is_empty());
     c.uninstall(&release, &rel_ns);
+}
+
+const STANDARD_NAME: &str = "bedrock-runtime.us-east-1.amazonaws.com";
+const ALLOWED_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+const OTHER_MODEL: &str = "amazon.titan-text-express-v1";
+
+/// What one `probe` pod said: its exit code and its log.
+struct Probe {
+    code: i32,
+    log: String,
+}
+
+impl Cluster {
+    /// The rig CA (which signs the Bedrock stand-in's certificate) as a ConfigMap in `ns`.
+    fn ca_config_map(&self, ns: &str) {
+        let ca = std::fs::read_to_string(&self.rig.env["RIG_BEDROCK_CA"]).expect("rig CA");
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "rig-ca", "namespace": ns}, "data": {"ca.pem": ca}});
+        let (ok, _, err) = self
+            .rig
+            .kubectl_stdin(&["apply", "-f", "-"], &cm.to_string());
+        assert!(ok, "CA ConfigMap: {err}");
+    }
+
+    /// Runs `bedrock-privatelink-operator probe ARGS` as a workload pod in `ns` (envFrom the
+    /// ConfigMap `config`, AWS credentials `access_key`), and waits for it to end.
+    async fn probe(&self, ns: &str, config: &str, access_key: &str, args: &[&str]) -> Probe {
+        let name = format!("probe-{}", short_id());
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "probe", "image": format!("{}:dev", self.image_repo), "imagePullPolicy": "Never",
+                    "args": [["probe", "--connect-timeout-seconds=3", "--timeout-seconds=10"].as_slice(), args].concat(),
+                    "envFrom": [{"configMapRef": {"name": config}}],
+                    "env": [
+                        {"name": "AWS_ACCESS_KEY_ID", "value": access_key},
+                        {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"},
+                        {"name": "AWS_CA_BUNDLE", "value": "/etc/rig-ca/ca.pem"},
+                        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+                    ],
+                    "volumeMounts": [{"name": "ca", "mountPath": "/etc/rig-ca", "readOnly": true}],
+                    "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                        "capabilities": {"drop": ["ALL"]}},
+                }],
+                "volumes": [{"name": "ca", "configMap": {"name": "rig-ca"}}],
+            },
+        });
+        let (ok, _, err) = self
+            .rig
+            .kubectl_stdin(&["apply", "-f", "-"], &pod.to_string());
+        assert!(ok, "probe pod: {err}");
+        let pods: Api<Pod> = Api::namespaced(self.rig.client.clone(), ns);
+        let code = eventually(Duration::from_secs(90), "the probe pod to end", || {
+            let pods = pods.clone();
+            let name = name.clone();
+            async move {
+                let p = pods.get(&name).await.ok()?;
+                let st = p.status?.container_statuses?.into_iter().next()?;
+                Some(st.state?.terminated?.exit_code)
+            }
+        })
+        .await;
+        let log = self.kubectl_ok(&["-n", ns, "logs", &name]);
+        self.kubectl_ok(&["-n", ns, "delete", "pod", &name, "--wait=false"]);
+        Probe { code, log }
+    }
+}
+
+/// The Bedrock calls the stand-in served since `from` (its call records).
+async fn bedrock_calls(rig: &Rig, from: usize) -> Vec<Value> {
+    let v = rig.harness("GET", "bedrock/calls", json!({})).await;
+    v["calls"].as_array().unwrap()[from..].to_vec()
+}
+
+async fn bedrock_call_count(rig: &Rig) -> usize {
+    bedrock_calls(rig, 0).await.len()
+}
+
+async fn path_condition(rig: &Rig, ns: &str, name: &str, reason: &str) -> BedrockPrivateLink {
+    eventually(
+        Duration::from_secs(60),
+        &format!("PrivatePathVerified {reason}"),
+        || async move {
+            let o = rig.bpls(ns).get(name).await.ok()?;
+            let c = condition(&o, "PrivatePathVerified")?;
+            (c.reason == reason).then_some(o.clone())
+        },
+    )
+    .await
+}
+
+fn eni_addresses(rig_listeners: &Value, vpce: &str) -> Vec<String> {
+    rig_listeners["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["endpoint"] == vpce)
+        .map(|l| l["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The walkthrough's last step, on the real node: a pod's Bedrock call (the AWS SDK, envFrom the
+/// published ConfigMap) goes through the interface endpoint under its policy; the operator's
+/// PrivatePathVerified condition follows DNS; a per-team endpoint without private DNS is reached
+/// by its vpce name under its own policy; a narrowed security group drops the pods; DNS pointed
+/// elsewhere is reported (condition, Event, `helm test` fails); an endpoint deleted out of band is
+/// restored and the public window is measured.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
+    let Some(c) = cluster().await else { return };
+    let _serial = SERIAL.lock().await;
+    let rig = &c.rig;
+    let rel_ns = c.namespace("bpl-op", true);
+    let work = c.namespace("bpl-path", true);
+    let release = format!("bpl-{}", short_id());
+    let _cleanup = Cleanup {
+        c: &c,
+        release: release.clone(),
+        rel_ns: rel_ns.clone(),
+        namespaces: vec![work.clone()],
+    };
+    c.ca_config_map(&work);
+    let test_values = json!({"enabled": true, "namespace": work, "configMap": "platform-bedrock",
+                             "caConfigMap": "rig-ca", "model": ALLOWED_MODEL,
+                             "extraEnv": [{"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
+                                          {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"}]});
+    c.install(
+        &release,
+        &rel_ns,
+        json!({"watchNamespaces": [work], "verifyPathSeconds": 3, "resyncSeconds": 10,
+               "test": test_values}),
+    );
+
+    // The platform endpoint: private DNS, InvokeOnly for one model.
+    let platform = create_bpl(
+        rig,
+        &work,
+        "platform",
+        json!({"privateDns": true, "policy": {"preset": "InvokeOnly", "models": [ALLOWED_MODEL]}}),
+    )
+    .await;
+    let uid = platform.metadata.uid.clone().unwrap();
+    wait_ready(rig, &work, "platform", "True", None, Duration::from_secs(120)).await;
+    let obj = path_condition(rig, &work, "platform", "Verified").await;
+    let vpce = obj.status.as_ref().unwrap().endpoints[0]
+        .vpc_endpoint_id
+        .clone();
+    let enis = eni_addresses(&rig.harness("GET", "dataplane", json!({})).await, &vpce);
+    assert!(!enis.is_empty(), "the stand-in listens on {vpce}'s interfaces");
+    let msg = &condition(&obj, "PrivatePathVerified").unwrap().message;
+    assert!(msg.contains(STANDARD_NAME) && msg.contains(&enis[0]), "{msg}");
+
+    // Allowed: the call is answered through the endpoint, at one of its interface addresses.
+    let from = bedrock_call_count(rig).await;
+    let p = c.probe(&work, "platform-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+    assert_eq!(p.code, 0, "{}", p.log);
+    assert!(p.log.contains("private"), "{}", p.log);
+    let calls = bedrock_calls(rig, from).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["endpoint"], vpce.as_str());
+    assert_eq!(calls[0]["decision"], "allowed");
+    assert!(enis.contains(&calls[0]["address"].as_str().unwrap().to_string()));
+    assert_eq!(calls[0]["host"].as_str().unwrap_or_default().split(':').next(), Some(STANDARD_NAME));
+
+    // A model outside policy.models: denied by the endpoint policy, on the private path.
+    let from = bedrock_call_count(rig).await;
+    let p = c
+        .probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL, "--expect-denied"])
+        .await;
+    assert_eq!(p.code, 0, "{}", p.log);
+    let calls = bedrock_calls(rig, from).await;
+    assert_eq!((calls[0]["endpoint"].as_str(), calls[0]["decision"].as_str()), (Some(vpce.as_str()), Some("denied")));
+
+    // The policy follows the spec: the other model allowed after an edit, the first denied.
+    rig.bpls(&work)
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"policy": {"models": [OTHER_MODEL]}}})),
+        )
+        .await
+        .unwrap();
+    let p = eventually(Duration::from_secs(60), "the new policy enforced", || {
+        let c = &c;
+        let work = work.clone();
+        async move {
+            let p = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+            (p.code == 0).then_some(p)
+        }
+    })
+    .await;
+    assert!(p.log.contains("allowed"), "{}", p.log);
+    let p = c
+        .probe(&work, "platform-bedrock", "testing", &["--model", ALLOWED_MODEL, "--expect-denied"])
+        .await;
+    assert_eq!(p.code, 0, "{}", p.log);
+
+    // helm test (the chart's probe) passes on this install... (probe model: OTHER_MODEL now)
+    let (ok, out) = c.helm(&["upgrade", &release, CHART, "-n", &rel_ns, "--reuse-values",
+                             "--set", &format!("test.model={OTHER_MODEL}")]);
+    assert!(ok, "{out}");
+    let (ok, out) = c.helm(&["test", &release, "-n", &rel_ns, "--logs", "--timeout", "90s"]);
+    assert!(ok, "helm test: {out}");
+
+    // DNS pointed elsewhere (custom DNS): the condition names the address, a Warning Event is
+    // emitted, the pod's call is recorded as public, and helm test fails, saying why.
+    let public = rig.harness("GET", "dataplane", json!({})).await["public_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rig.harness("POST", "dns/overrides", json!({"name": STANDARD_NAME, "addresses": [public]}))
+        .await;
+    let obj = path_condition(rig, &work, "platform", "ResolvesElsewhere").await;
+    let msg = &condition(&obj, "PrivatePathVerified").unwrap().message;
+    assert!(msg.contains(&public) && msg.contains(STANDARD_NAME), "{msg}");
+    eventually(Duration::from_secs(20), "a ResolvesElsewhere Event", || async {
+        (!warning_events(rig, &work, &uid, "ResolvesElsewhere").await.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(condition(&obj, "Ready").unwrap().status, "True", "DNS does not change Ready");
+    let from = bedrock_call_count(rig).await;
+    let p = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+    assert_eq!(p.code, 2, "exit 2: the name leads outside the endpoint\n{}", p.log);
+    let calls = bedrock_calls(rig, from).await;
+    assert!(calls.iter().all(|c| c["path_kind"] == "public"), "{calls:?}");
+    let (ok, out) = c.helm(&["test", &release, "-n", &rel_ns, "--logs", "--timeout", "90s"]);
+    assert!(!ok, "helm test passed with DNS broken: {out}");
+    assert!(out.contains(&public), "helm test says where the name led: {out}");
+    rig.harness("DELETE", "dns/overrides", json!({"name": STANDARD_NAME})).await;
+    path_condition(rig, &work, "platform", "Verified").await;
+
+    // A per-team endpoint without private DNS: its pods use its vpce name (from its ConfigMap)
+    // under its own policy; the standard name still leads to the platform endpoint.
+    create_bpl(
+        rig,
+        &work,
+        "team",
+        json!({"privateDns": false, "policy": {"preset": "InvokeOnly", "models": [ALLOWED_MODEL]}}),
+    )
+    .await;
+    let team = wait_ready(rig, &work, "team", "True", None, Duration::from_secs(120)).await;
+    let team_vpce = team.status.as_ref().unwrap().endpoints[0]
+        .vpc_endpoint_id
+        .clone();
+    path_condition(rig, &work, "team", "Verified").await;
+    let from = bedrock_call_count(rig).await;
+    let p = c.probe(&work, "team-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+    assert_eq!(p.code, 0, "{}", p.log);
+    let p2 = c
+        .probe(&work, "team-bedrock", "testing", &["--model", OTHER_MODEL, "--expect-denied"])
+        .await;
+    assert_eq!(p2.code, 0, "{}", p2.log);
+    let p3 = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+    assert_eq!(p3.code, 0, "{}", p3.log);
+    let calls = bedrock_calls(rig, from).await;
+    let seen: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c["endpoint"].as_str().unwrap_or("?"), c["decision"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(team_vpce.as_str(), "allowed"), (team_vpce.as_str(), "denied"), (vpce.as_str(), "allowed")]
+    );
+
+    // Security group: allowFrom without the pods' range drops their packets (no answer at all);
+    // back to the default (the VPC's CIDR), they are admitted again.
+    rig.bpls(&work)
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"securityGroup": {"allowFrom": {"cidrs": ["10.0.2.0/24"]}}}})),
+        )
+        .await
+        .unwrap();
+    let p = eventually(Duration::from_secs(60), "the pods dropped by the group", || {
+        let c = &c;
+        let work = work.clone();
+        async move {
+            let p = c.probe(&work, "team-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+            (p.code == 1).then_some(p)
+        }
+    })
+    .await;
+    assert!(p.log.contains("NO ANSWER"), "{}", p.log);
+    rig.bpls(&work)
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"securityGroup": null}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), "the pods admitted again", || {
+        let c = &c;
+        let work = work.clone();
+        async move {
+            let p = c.probe(&work, "team-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+            (p.code == 0).then_some(())
+        }
+    })
+    .await;
+
+    // The platform endpoint deleted out of band: the standard name goes public until the
+    // operator has replaced it (sampled through the VPC resolver every 100 ms).
+    let ec2 = rig.ec2.clone();
+    ec2.delete_vpc_endpoints().vpc_endpoint_ids(&vpce).send().await.unwrap();
+    let t0 = Instant::now();
+    let mut public_since: Option<Instant> = None;
+    let mut window = Duration::ZERO;
+    loop {
+        let a = rig.harness("POST", "dns/resolve", json!({"name": STANDARD_NAME})).await;
+        let addrs: Vec<String> = serde_json::from_value(a["addresses"].clone()).unwrap_or_default();
+        let is_public = addrs.contains(&public);
+        match (is_public, public_since) {
+            (true, None) => public_since = Some(Instant::now()),
+            (false, Some(s)) => {
+                window = s.elapsed();
+                break;
+            }
+            _ => {}
+        }
+        assert!(t0.elapsed() < Duration::from_secs(180), "the endpoint was not restored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let obj = wait_ready(rig, &work, "platform", "True", None, Duration::from_secs(60)).await;
+    let new_vpce = obj.status.as_ref().unwrap().endpoints[0]
+        .vpc_endpoint_id
+        .clone();
+    assert_ne!(new_vpce, vpce, "a new endpoint replaced the deleted one");
+    eprintln!(
+        "private path: the standard name resolved publicly for {:.1}s after the endpoint was deleted out of band (resync 10 s)",
+        window.as_secs_f64()
+    );
+    path_condition(rig, &work, "platform", "Verified").await;
+    let p = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+    assert_eq!(p.code, 0, "{}", p.log);
+    assert!(p.log.contains(&new_vpce) || p.log.contains("private"), "{}", p.log);
 }

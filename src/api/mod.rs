@@ -29,6 +29,7 @@ pub const FINALIZER: &str = "bedrock.privatelink.io/cleanup";
     status = "BedrockPrivateLinkStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"PrivatePath","type":"string","jsonPath":".status.conditions[?(@.type==\"PrivatePathVerified\")].reason"}"#,
     printcolumn = r#"{"name":"VPC","type":"string","jsonPath":".status.vpcId"}"#,
     printcolumn = r#"{"name":"Endpoints","type":"string","jsonPath":".status.endpoints[*].vpcEndpointId"}"#,
     printcolumn = r#"{"name":"DNS","type":"string","priority":1,"jsonPath":".status.endpoints[*].dnsNames[0]"}"#,

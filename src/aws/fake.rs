@@ -14,7 +14,8 @@ use futures::future::BoxFuture;
 
 use super::{
     AwsError, AwsResult, CreateEndpoint, Ec2, Ec2Api, EndpointFacts, ErrorCode, Filter, GroupFacts,
-    InstanceFacts, IpRule, ModifyEndpoint, RuleSource, ServiceFacts, SubnetFacts, VpcFacts,
+    InstanceFacts, InterfaceFacts, IpRule, ModifyEndpoint, RuleSource, ServiceFacts, SubnetFacts,
+    VpcFacts,
 };
 
 /// The fake's whole world; tests may read and change it through `FakeEc2::with`.
@@ -476,6 +477,24 @@ impl Ec2Api for FakeEc2 {
         })
     }
 
+    /// An endpoint's interfaces have the address 10.0.<subnet index + 1>.<endpoint number>.
+    fn describe_network_interfaces<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, AwsResult<Vec<InterfaceFacts>>> {
+        self.call("DescribeNetworkInterfaces", |w| {
+            Ok(w.endpoints
+                .values()
+                .flat_map(|e| e.network_interface_ids.iter().enumerate())
+                .filter(|(_, id)| ids.contains(id))
+                .map(|(i, id)| InterfaceFacts {
+                    id: id.clone(),
+                    private_ips: vec![fake_eni_address(id, i)],
+                })
+                .collect())
+        })
+    }
+
     fn create_security_group<'a>(
         &'a self,
         name: &'a str,
@@ -749,4 +768,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(refused.code, ErrorCode::Unsuccessful);
     }
+}
+
+/// The fake's address of an endpoint's `index`-th interface: in the subnet's /24 (10.0.1.0/24
+/// for the first), the host part from the interface id.
+pub fn fake_eni_address(eni_id: &str, index: usize) -> std::net::IpAddr {
+    let host = eni_id.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 250;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, index as u8 + 1, host as u8 + 4))
 }

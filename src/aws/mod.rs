@@ -47,6 +47,11 @@ pub trait Ec2Api: Send + Sync {
         &'a self,
         ids: &'a [String],
     ) -> BoxFuture<'a, AwsResult<Vec<InstanceFacts>>>;
+    /// Network interfaces by id (the path check reads an endpoint's ENI addresses).
+    fn describe_network_interfaces<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, AwsResult<Vec<InterfaceFacts>>>;
     /// Returns the new group's id.
     fn create_security_group<'a>(
         &'a self,

@@ -122,6 +122,13 @@ impl EndpointFacts {
     }
 }
 
+/// An endpoint's network interface: where its standard and `vpce-...` names must lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceFacts {
+    pub id: String,
+    pub private_ips: Vec<std::net::IpAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InstanceFacts {
     pub id: String,

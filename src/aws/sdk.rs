@@ -22,7 +22,8 @@ use futures::future::BoxFuture;
 
 use super::{
     AwsError, AwsResult, CreateEndpoint, Ec2Api, EndpointFacts, ErrorCode, Filter, GroupFacts,
-    InstanceFacts, IpRule, ModifyEndpoint, RuleSource, ServiceFacts, SubnetFacts, VpcFacts,
+    InstanceFacts, InterfaceFacts, IpRule, ModifyEndpoint, RuleSource, ServiceFacts, SubnetFacts,
+    VpcFacts,
 };
 use crate::telemetry::Metrics;
 
@@ -451,6 +452,38 @@ impl SdkEc2 {
             .collect())
     }
 
+    pub async fn describe_network_interfaces(
+        &self,
+        ids: &[String],
+    ) -> AwsResult<Vec<InterfaceFacts>> {
+        let out = self
+            .call("DescribeNetworkInterfaces", async {
+                self.client
+                    .describe_network_interfaces()
+                    .filters(sdk_filter(&super::filter(
+                        "network-interface-id",
+                        ids.iter().map(String::as_str),
+                    )))
+                    .send()
+                    .await
+                    .map_err(|e| map_err("DescribeNetworkInterfaces", e))
+            })
+            .await?;
+        Ok(out
+            .network_interfaces()
+            .iter()
+            .map(|n| InterfaceFacts {
+                id: n.network_interface_id().unwrap_or_default().to_string(),
+                private_ips: n
+                    .private_ip_addresses()
+                    .iter()
+                    .filter_map(|a| a.private_ip_address()?.parse().ok())
+                    .chain(n.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()?.parse().ok()))
+                    .collect(),
+            })
+            .collect())
+    }
+
     pub async fn create_security_group(
         &self,
         name: &str,
@@ -703,6 +736,12 @@ impl Ec2Api for SdkEc2 {
         ids: &'a [String],
     ) -> BoxFuture<'a, AwsResult<Vec<InstanceFacts>>> {
         Box::pin(SdkEc2::describe_instances(self, ids))
+    }
+    fn describe_network_interfaces<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, AwsResult<Vec<InterfaceFacts>>> {
+        Box::pin(SdkEc2::describe_network_interfaces(self, ids))
     }
     fn create_security_group<'a>(
         &'a self,

@@ -40,6 +40,7 @@ pub mod events;
 pub mod execute;
 pub mod memory;
 pub mod observe;
+pub mod path;
 pub mod plan;
 pub mod status;
 pub mod validate;
@@ -120,6 +121,10 @@ pub struct Config {
     pub default_vpc_id: Option<String>,
     pub watch_namespaces: Vec<String>,
     pub concurrency: u16,
+    /// Check the private path (path.rs) at every reconcile, and at least this often while an
+    /// object is otherwise steady. None: not checked (the default out of a cluster, where the
+    /// operator's resolver is not the workloads').
+    pub path_check: Option<Duration>,
 }
 
 impl Default for Config {
@@ -130,6 +135,7 @@ impl Default for Config {
             default_vpc_id: None,
             watch_namespaces: Vec::new(),
             concurrency: 8,
+            path_check: None,
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct Context {
     pub memory: Memory,
     /// Answers shared by the objects of a VPC.
     pub shared: Shared,
+    /// Endpoint interface addresses for the private path check.
+    pub interfaces: path::InterfaceAddresses,
     failures: std::sync::Mutex<HashMap<String, u32>>,
     /// Events when there is no recorder: (reason, note).
     pub notes: std::sync::Mutex<Vec<(String, String)>>,
@@ -192,6 +200,7 @@ impl Context {
             network_cache: Mutex::default(),
             memory: Memory::new(ttl),
             shared: Shared::new(ttl),
+            interfaces: Default::default(),
             failures: Default::default(),
             notes: Default::default(),
             epoch: Instant::now(),
@@ -480,6 +489,10 @@ async fn conclude(
     let endpoints_verdict = assess::endpoints_verdict(&endpoints, &c.applied);
     let policy = assess::policy(&endpoints);
     let config = assess::config(published.as_ref());
+    let path = match ctx.config.path_check {
+        Some(_) => Some(check_path(obj, ctx, &endpoints.statuses).await),
+        None => None,
+    };
     let parts = [&group, &endpoints_verdict, &policy, &config];
     let ready = assess::ready(&parts, c.valid.reduced_resilience.as_deref(), &endpoints);
     if let Some(msg) = &c.valid.reduced_resilience
@@ -502,7 +515,8 @@ async fn conclude(
     } else if !endpoints.failed.is_empty() {
         ctx.config.resync.min(Duration::from_secs(60))
     } else {
-        ctx.next_resync()
+        let resync = ctx.next_resync();
+        ctx.config.path_check.map_or(resync, |p| resync.min(p))
     };
     // What we saw, updated by what we did: the resync our own status write is about to
     // trigger needs no describe.
@@ -530,11 +544,47 @@ async fn conclude(
         config_map_name: published.as_ref().map(|p| p.name.clone()),
         published_namespaces: published.map(|p| p.copies).unwrap_or_default(),
     };
+    let mut verdicts = vec![ready, group, endpoints_verdict, policy, config];
+    verdicts.extend(path);
     Ok(Conclusion {
-        verdicts: vec![ready, group, endpoints_verdict, policy, config],
+        verdicts,
         facts: Some(facts),
         requeue,
     })
+}
+
+/// The private path check (path.rs), with an Event when its outcome changes.
+async fn check_path(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    statuses: &[crate::api::EndpointStatus],
+) -> Verdict {
+    let verdict = path::check(&ctx.ec2, &ctx.interfaces, statuses).await;
+    let written = ctx.memory.written(&obj.uid().unwrap_or_default());
+    let current = written.as_deref().or(obj.status.as_ref());
+    let previous = current.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == path::PRIVATE_PATH)
+    });
+    let changed = previous.is_none_or(|p| p.reason != verdict.reason);
+    // Waiting for the endpoint is not news; a verified path (again) or a broken one is.
+    if changed && verdict.reason != path::NOT_AVAILABLE && verdict.reason != path::ADDRESSES_UNKNOWN
+    {
+        let type_ = if verdict.status {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let reason = if verdict.status {
+            "PrivatePathVerified"
+        } else {
+            verdict.reason.as_str()
+        };
+        ctx.event(obj, type_, reason, "VerifyPath", verdict.message.clone())
+            .await;
+    }
+    verdict
 }
 
 /// Writes status (only if it changed) and tells the story in events when Ready changes.

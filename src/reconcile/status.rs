@@ -132,6 +132,7 @@ fn order(t: &str) -> usize {
         ENDPOINTS_READY,
         POLICY_APPLIED,
         CONFIG_PUBLISHED,
+        super::path::PRIVATE_PATH,
         RECONCILING,
         STALLED,
     ]
