@@ -12,8 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use bpl::api::BedrockPrivateLink;
+use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -654,6 +654,8 @@ async fn the_standby_pod_takes_over_when_the_leader_pod_goes() {
 const STANDARD_NAME: &str = "bedrock-runtime.us-east-1.amazonaws.com";
 const ALLOWED_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 const OTHER_MODEL: &str = "amazon.titan-text-express-v1";
+/// The role the stand-in maps the rig's access key `testing` to (dataplane.py).
+const WORKLOAD_ROLE: &str = "arn:aws:iam::123456789012:role/bpl-rig-workload";
 
 /// What one `probe` pod said: its exit code and its log.
 struct Probe {
@@ -677,6 +679,14 @@ impl Cluster {
     /// ConfigMap `config`, AWS credentials `access_key`), and waits for it to end.
     async fn probe(&self, ns: &str, config: &str, access_key: &str, args: &[&str]) -> Probe {
         let name = format!("probe-{}", short_id());
+        let args: Vec<&str> = [
+            "probe",
+            "--connect-timeout-seconds=3",
+            "--timeout-seconds=10",
+        ]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns},
@@ -686,7 +696,7 @@ impl Cluster {
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": "probe", "image": format!("{}:dev", self.image_repo), "imagePullPolicy": "Never",
-                    "args": [["probe", "--connect-timeout-seconds=3", "--timeout-seconds=10"].as_slice(), args].concat(),
+                    "args": args,
                     "envFrom": [{"configMapRef": {"name": config}}],
                     "env": [
                         {"name": "AWS_ACCESS_KEY_ID", "value": access_key},
@@ -796,19 +806,40 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
     )
     .await;
     let uid = platform.metadata.uid.clone().unwrap();
-    wait_ready(rig, &work, "platform", "True", None, Duration::from_secs(120)).await;
+    wait_ready(
+        rig,
+        &work,
+        "platform",
+        "True",
+        None,
+        Duration::from_secs(120),
+    )
+    .await;
     let obj = path_condition(rig, &work, "platform", "Verified").await;
     let vpce = obj.status.as_ref().unwrap().endpoints[0]
         .vpc_endpoint_id
         .clone();
     let enis = eni_addresses(&rig.harness("GET", "dataplane", json!({})).await, &vpce);
-    assert!(!enis.is_empty(), "the stand-in listens on {vpce}'s interfaces");
+    assert!(
+        !enis.is_empty(),
+        "the stand-in listens on {vpce}'s interfaces"
+    );
     let msg = &condition(&obj, "PrivatePathVerified").unwrap().message;
-    assert!(msg.contains(STANDARD_NAME) && msg.contains(&enis[0]), "{msg}");
+    assert!(
+        msg.contains(STANDARD_NAME) && msg.contains(&enis[0]),
+        "{msg}"
+    );
 
     // Allowed: the call is answered through the endpoint, at one of its interface addresses.
     let from = bedrock_call_count(rig).await;
-    let p = c.probe(&work, "platform-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+    let p = c
+        .probe(
+            &work,
+            "platform-bedrock",
+            "testing",
+            &["--model", ALLOWED_MODEL],
+        )
+        .await;
     assert_eq!(p.code, 0, "{}", p.log);
     assert!(p.log.contains("private"), "{}", p.log);
     let calls = bedrock_calls(rig, from).await;
@@ -816,16 +847,31 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
     assert_eq!(calls[0]["endpoint"], vpce.as_str());
     assert_eq!(calls[0]["decision"], "allowed");
     assert!(enis.contains(&calls[0]["address"].as_str().unwrap().to_string()));
-    assert_eq!(calls[0]["host"].as_str().unwrap_or_default().split(':').next(), Some(STANDARD_NAME));
+    assert_eq!(
+        calls[0]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .split(':')
+            .next(),
+        Some(STANDARD_NAME)
+    );
 
     // A model outside policy.models: denied by the endpoint policy, on the private path.
     let from = bedrock_call_count(rig).await;
     let p = c
-        .probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL, "--expect-denied"])
+        .probe(
+            &work,
+            "platform-bedrock",
+            "testing",
+            &["--model", OTHER_MODEL, "--expect-denied"],
+        )
         .await;
     assert_eq!(p.code, 0, "{}", p.log);
     let calls = bedrock_calls(rig, from).await;
-    assert_eq!((calls[0]["endpoint"].as_str(), calls[0]["decision"].as_str()), (Some(vpce.as_str()), Some("denied")));
+    assert_eq!(
+        (calls[0]["endpoint"].as_str(), calls[0]["decision"].as_str()),
+        (Some(vpce.as_str()), Some("denied"))
+    );
 
     // The policy follows the spec: the other model allowed after an edit, the first denied.
     rig.bpls(&work)
@@ -840,22 +886,50 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         let c = &c;
         let work = work.clone();
         async move {
-            let p = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+            let p = c
+                .probe(
+                    &work,
+                    "platform-bedrock",
+                    "testing",
+                    &["--model", OTHER_MODEL],
+                )
+                .await;
             (p.code == 0).then_some(p)
         }
     })
     .await;
     assert!(p.log.contains("allowed"), "{}", p.log);
     let p = c
-        .probe(&work, "platform-bedrock", "testing", &["--model", ALLOWED_MODEL, "--expect-denied"])
+        .probe(
+            &work,
+            "platform-bedrock",
+            "testing",
+            &["--model", ALLOWED_MODEL, "--expect-denied"],
+        )
         .await;
     assert_eq!(p.code, 0, "{}", p.log);
 
     // helm test (the chart's probe) passes on this install... (probe model: OTHER_MODEL now)
-    let (ok, out) = c.helm(&["upgrade", &release, CHART, "-n", &rel_ns, "--reuse-values",
-                             "--set", &format!("test.model={OTHER_MODEL}")]);
+    let (ok, out) = c.helm(&[
+        "upgrade",
+        &release,
+        CHART,
+        "-n",
+        &rel_ns,
+        "--reuse-values",
+        "--set",
+        &format!("test.model={OTHER_MODEL}"),
+    ]);
     assert!(ok, "{out}");
-    let (ok, out) = c.helm(&["test", &release, "-n", &rel_ns, "--logs", "--timeout", "90s"]);
+    let (ok, out) = c.helm(&[
+        "test",
+        &release,
+        "-n",
+        &rel_ns,
+        "--logs",
+        "--timeout",
+        "90s",
+    ]);
     assert!(ok, "helm test: {out}");
 
     // DNS pointed elsewhere (custom DNS): the condition names the address, a Warning Event is
@@ -864,25 +938,69 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         .as_str()
         .unwrap()
         .to_string();
-    rig.harness("POST", "dns/overrides", json!({"name": STANDARD_NAME, "addresses": [public]}))
-        .await;
+    rig.harness(
+        "POST",
+        "dns/overrides",
+        json!({"name": STANDARD_NAME, "addresses": [public]}),
+    )
+    .await;
     let obj = path_condition(rig, &work, "platform", "ResolvesElsewhere").await;
     let msg = &condition(&obj, "PrivatePathVerified").unwrap().message;
-    assert!(msg.contains(&public) && msg.contains(STANDARD_NAME), "{msg}");
-    eventually(Duration::from_secs(20), "a ResolvesElsewhere Event", || async {
-        (!warning_events(rig, &work, &uid, "ResolvesElsewhere").await.is_empty()).then_some(())
-    })
+    assert!(
+        msg.contains(&public) && msg.contains(STANDARD_NAME),
+        "{msg}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "a ResolvesElsewhere Event",
+        || async {
+            (!warning_events(rig, &work, &uid, "ResolvesElsewhere")
+                .await
+                .is_empty())
+            .then_some(())
+        },
+    )
     .await;
-    assert_eq!(condition(&obj, "Ready").unwrap().status, "True", "DNS does not change Ready");
+    assert_eq!(
+        condition(&obj, "Ready").unwrap().status,
+        "True",
+        "DNS does not change Ready"
+    );
     let from = bedrock_call_count(rig).await;
-    let p = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
-    assert_eq!(p.code, 2, "exit 2: the name leads outside the endpoint\n{}", p.log);
+    let p = c
+        .probe(
+            &work,
+            "platform-bedrock",
+            "testing",
+            &["--model", OTHER_MODEL],
+        )
+        .await;
+    assert_eq!(
+        p.code, 2,
+        "exit 2: the name leads outside the endpoint\n{}",
+        p.log
+    );
     let calls = bedrock_calls(rig, from).await;
-    assert!(calls.iter().all(|c| c["path_kind"] == "public"), "{calls:?}");
-    let (ok, out) = c.helm(&["test", &release, "-n", &rel_ns, "--logs", "--timeout", "90s"]);
+    assert!(
+        calls.iter().all(|c| c["path_kind"] == "public"),
+        "{calls:?}"
+    );
+    let (ok, out) = c.helm(&[
+        "test",
+        &release,
+        "-n",
+        &rel_ns,
+        "--logs",
+        "--timeout",
+        "90s",
+    ]);
     assert!(!ok, "helm test passed with DNS broken: {out}");
-    assert!(out.contains(&public), "helm test says where the name led: {out}");
-    rig.harness("DELETE", "dns/overrides", json!({"name": STANDARD_NAME})).await;
+    assert!(
+        out.contains(&public),
+        "helm test says where the name led: {out}"
+    );
+    rig.harness("DELETE", "dns/overrides", json!({"name": STANDARD_NAME}))
+        .await;
     path_condition(rig, &work, "platform", "Verified").await;
 
     // A per-team endpoint without private DNS: its pods use its vpce name (from its ConfigMap)
@@ -891,7 +1009,8 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         rig,
         &work,
         "team",
-        json!({"privateDns": false, "policy": {"preset": "InvokeOnly", "models": [ALLOWED_MODEL]}}),
+        json!({"privateDns": false, "policy": {"preset": "InvokeOnly", "models": [ALLOWED_MODEL],
+                                                "principals": [WORKLOAD_ROLE]}}),
     )
     .await;
     let team = wait_ready(rig, &work, "team", "True", None, Duration::from_secs(120)).await;
@@ -900,22 +1019,67 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         .clone();
     path_condition(rig, &work, "team", "Verified").await;
     let from = bedrock_call_count(rig).await;
-    let p = c.probe(&work, "team-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+    let p = c
+        .probe(
+            &work,
+            "team-bedrock",
+            "testing",
+            &["--model", ALLOWED_MODEL],
+        )
+        .await;
     assert_eq!(p.code, 0, "{}", p.log);
     let p2 = c
-        .probe(&work, "team-bedrock", "testing", &["--model", OTHER_MODEL, "--expect-denied"])
+        .probe(
+            &work,
+            "team-bedrock",
+            "testing",
+            &["--model", OTHER_MODEL, "--expect-denied"],
+        )
         .await;
     assert_eq!(p2.code, 0, "{}", p2.log);
-    let p3 = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+    let p3 = c
+        .probe(
+            &work,
+            "platform-bedrock",
+            "testing",
+            &["--model", OTHER_MODEL],
+        )
+        .await;
     assert_eq!(p3.code, 0, "{}", p3.log);
+    // Another principal (its own access key, another role): not in policy.principals.
+    rig.harness(
+        "POST",
+        "bedrock/principals",
+        json!({"access_key": "other-team", "arn": "arn:aws:iam::123456789012:role/other-team"}),
+    )
+    .await;
+    let p4 = c
+        .probe(
+            &work,
+            "team-bedrock",
+            "other-team",
+            &["--model", ALLOWED_MODEL, "--expect-denied"],
+        )
+        .await;
+    assert_eq!(p4.code, 0, "{}", p4.log);
     let calls = bedrock_calls(rig, from).await;
     let seen: Vec<(&str, &str)> = calls
         .iter()
-        .map(|c| (c["endpoint"].as_str().unwrap_or("?"), c["decision"].as_str().unwrap_or("?")))
+        .map(|c| {
+            (
+                c["endpoint"].as_str().unwrap_or("?"),
+                c["decision"].as_str().unwrap_or("?"),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
-        vec![(team_vpce.as_str(), "allowed"), (team_vpce.as_str(), "denied"), (vpce.as_str(), "allowed")]
+        vec![
+            (team_vpce.as_str(), "allowed"),
+            (team_vpce.as_str(), "denied"),
+            (vpce.as_str(), "allowed"),
+            (team_vpce.as_str(), "denied"),
+        ]
     );
 
     // Security group: allowFrom without the pods' range drops their packets (no answer at all);
@@ -924,18 +1088,31 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         .patch(
             "team",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"securityGroup": {"allowFrom": {"cidrs": ["10.0.2.0/24"]}}}})),
+            &Patch::Merge(
+                json!({"spec": {"securityGroup": {"allowFrom": {"cidrs": ["10.0.2.0/24"]}}}}),
+            ),
         )
         .await
         .unwrap();
-    let p = eventually(Duration::from_secs(60), "the pods dropped by the group", || {
-        let c = &c;
-        let work = work.clone();
-        async move {
-            let p = c.probe(&work, "team-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
-            (p.code == 1).then_some(p)
-        }
-    })
+    let p = eventually(
+        Duration::from_secs(60),
+        "the pods dropped by the group",
+        || {
+            let c = &c;
+            let work = work.clone();
+            async move {
+                let p = c
+                    .probe(
+                        &work,
+                        "team-bedrock",
+                        "testing",
+                        &["--model", ALLOWED_MODEL],
+                    )
+                    .await;
+                (p.code == 1).then_some(p)
+            }
+        },
+    )
     .await;
     assert!(p.log.contains("NO ANSWER"), "{}", p.log);
     rig.bpls(&work)
@@ -950,7 +1127,14 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         let c = &c;
         let work = work.clone();
         async move {
-            let p = c.probe(&work, "team-bedrock", "testing", &["--model", ALLOWED_MODEL]).await;
+            let p = c
+                .probe(
+                    &work,
+                    "team-bedrock",
+                    "testing",
+                    &["--model", ALLOWED_MODEL],
+                )
+                .await;
             (p.code == 0).then_some(())
         }
     })
@@ -959,26 +1143,39 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
     // The platform endpoint deleted out of band: the standard name goes public until the
     // operator has replaced it (sampled through the VPC resolver every 100 ms).
     let ec2 = rig.ec2.clone();
-    ec2.delete_vpc_endpoints().vpc_endpoint_ids(&vpce).send().await.unwrap();
+    ec2.delete_vpc_endpoints()
+        .vpc_endpoint_ids(&vpce)
+        .send()
+        .await
+        .unwrap();
     let t0 = Instant::now();
     let mut public_since: Option<Instant> = None;
-    let mut window = Duration::ZERO;
-    loop {
-        let a = rig.harness("POST", "dns/resolve", json!({"name": STANDARD_NAME})).await;
+    let window = loop {
+        let a = rig
+            .harness("POST", "dns/resolve", json!({"name": STANDARD_NAME}))
+            .await;
         let addrs: Vec<String> = serde_json::from_value(a["addresses"].clone()).unwrap_or_default();
         let is_public = addrs.contains(&public);
         match (is_public, public_since) {
             (true, None) => public_since = Some(Instant::now()),
-            (false, Some(s)) => {
-                window = s.elapsed();
-                break;
-            }
+            (false, Some(s)) => break s.elapsed(),
             _ => {}
         }
-        assert!(t0.elapsed() < Duration::from_secs(180), "the endpoint was not restored");
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the endpoint was not restored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let obj = wait_ready(rig, &work, "platform", "True", None, Duration::from_secs(60)).await;
+    };
+    let obj = wait_ready(
+        rig,
+        &work,
+        "platform",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
     let new_vpce = obj.status.as_ref().unwrap().endpoints[0]
         .vpc_endpoint_id
         .clone();
@@ -988,7 +1185,18 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
         window.as_secs_f64()
     );
     path_condition(rig, &work, "platform", "Verified").await;
-    let p = c.probe(&work, "platform-bedrock", "testing", &["--model", OTHER_MODEL]).await;
+    let p = c
+        .probe(
+            &work,
+            "platform-bedrock",
+            "testing",
+            &["--model", OTHER_MODEL],
+        )
+        .await;
     assert_eq!(p.code, 0, "{}", p.log);
-    assert!(p.log.contains(&new_vpce) || p.log.contains("private"), "{}", p.log);
+    assert!(
+        p.log.contains(&new_vpce) || p.log.contains("private"),
+        "{}",
+        p.log
+    );
 }

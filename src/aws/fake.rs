@@ -773,6 +773,14 @@ mod tests {
 /// The fake's address of an endpoint's `index`-th interface: in the subnet's /24 (10.0.1.0/24
 /// for the first), the host part from the interface id.
 pub fn fake_eni_address(eni_id: &str, index: usize) -> std::net::IpAddr {
-    let host = eni_id.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 250;
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, index as u8 + 1, host as u8 + 4))
+    let host = eni_id
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % 250;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        10,
+        0,
+        index as u8 + 1,
+        host as u8 + 4,
+    ))
 }

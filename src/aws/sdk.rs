@@ -478,7 +478,11 @@ impl SdkEc2 {
                     .private_ip_addresses()
                     .iter()
                     .filter_map(|a| a.private_ip_address()?.parse().ok())
-                    .chain(n.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()?.parse().ok()))
+                    .chain(
+                        n.ipv6_addresses()
+                            .iter()
+                            .filter_map(|a| a.ipv6_address()?.parse().ok()),
+                    )
                     .collect(),
             })
             .collect())

@@ -562,11 +562,8 @@ async fn check_path(
     let verdict = path::check(&ctx.ec2, &ctx.interfaces, statuses).await;
     let written = ctx.memory.written(&obj.uid().unwrap_or_default());
     let current = written.as_deref().or(obj.status.as_ref());
-    let previous = current.and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == path::PRIVATE_PATH)
-    });
+    let previous =
+        current.and_then(|s| s.conditions.iter().find(|c| c.type_ == path::PRIVATE_PATH));
     let changed = previous.is_none_or(|p| p.reason != verdict.reason);
     // Waiting for the endpoint is not news; a verified path (again) or a broken one is.
     if changed && verdict.reason != path::NOT_AVAILABLE && verdict.reason != path::ADDRESSES_UNKNOWN

@@ -275,12 +275,19 @@ mod tests {
     #[test]
     fn verified_when_every_name_leads_to_the_interfaces() {
         let v = decide(&[
-            check(STD, &["10.0.1.5", "10.0.2.6"], Ok(&["10.0.1.5", "10.0.2.6"])),
+            check(
+                STD,
+                &["10.0.1.5", "10.0.2.6"],
+                Ok(&["10.0.1.5", "10.0.2.6"]),
+            ),
             check(VPCE, &["10.0.1.5", "10.0.2.6"], Ok(&["10.0.2.6"])),
         ]);
         assert!(v.status, "{v:?}");
         assert_eq!(v.reason, VERIFIED);
-        assert!(v.message.contains(&format!("{STD} -> 10.0.1.5, 10.0.2.6 (vpce-1)")));
+        assert!(
+            v.message
+                .contains(&format!("{STD} -> 10.0.1.5, 10.0.2.6 (vpce-1)"))
+        );
     }
 
     #[test]
@@ -291,7 +298,11 @@ mod tests {
         ]);
         assert!(!v.status);
         assert_eq!(v.reason, RESOLVES_ELSEWHERE);
-        assert!(v.message.contains("resolves to 10.0.1.5, 203.0.113.10"), "{}", v.message);
+        assert!(
+            v.message.contains("resolves to 10.0.1.5, 203.0.113.10"),
+            "{}",
+            v.message
+        );
         assert!(v.message.contains("DHCP options"), "{}", v.message);
         assert!(v.message.starts_with(STD), "{}", v.message);
     }
