@@ -33,6 +33,7 @@ mod common;
 use common::{repo_root, rig_env, short_id};
 
 use common::OWNER_TAG;
+/// The operator binary `cargo bench` built with the bench (release) profile.
 const OPERATOR: &str = env!("CARGO_BIN_EXE_bedrock-privatelink-operator");
 
 #[derive(Parser, Debug, Clone)]
@@ -76,6 +77,14 @@ struct Args {
     /// wrapper's, not the operator's).
     #[arg(long, allow_hyphen_values = true)]
     operator_prefix: Option<String>,
+    /// After the steady state, restart the operator on the N Ready objects and measure until
+    /// every object was reconciled once (`--restart false` skips it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    restart: bool,
+    /// Run this operator binary instead of the one `cargo bench` built (e.g. a release build
+    /// made with `cargo build --release`, while the driver itself is a debug build).
+    #[arg(long, env = "BPL_BENCH_OPERATOR")]
+    operator_bin: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -283,8 +292,16 @@ struct Operator {
     child: tokio::process::Child,
     pid: u32,
     port: u16,
+    bin: PathBuf,
     args: Vec<String>,
     http: reqwest::Client,
+}
+
+/// The operator binary this run uses.
+fn operator_bin(args: &Args) -> PathBuf {
+    args.operator_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(OPERATOR))
 }
 
 impl Operator {
@@ -327,13 +344,14 @@ impl Operator {
             .unwrap_or("")
             .split_whitespace()
             .collect();
+        let bin = operator_bin(args);
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = tokio::process::Command::new(first);
-                c.args(rest).arg(OPERATOR);
+                c.args(rest).arg(&bin);
                 c
             }
-            None => tokio::process::Command::new(OPERATOR),
+            None => tokio::process::Command::new(&bin),
         };
         let child = cmd
             .args(&argv)
@@ -357,6 +375,7 @@ impl Operator {
             child,
             pid,
             port,
+            bin,
             args: argv,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         }
@@ -383,6 +402,7 @@ impl Operator {
         }
         // Under a profiling prefix the process we started is the wrapper: follow the operator.
         let needle = format!("127.0.0.1:{}", self.port);
+        let bin = self.bin.to_string_lossy().into_owned();
         if let Some(pid) = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
@@ -391,7 +411,7 @@ impl Operator {
             .find(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                     let c = String::from_utf8_lossy(&c);
-                    c.starts_with(OPERATOR) && c.contains(&needle)
+                    c.starts_with(&bin) && c.contains(&needle)
                 })
             })
         {
@@ -491,6 +511,9 @@ struct Metrics {
     /// bpl_kube_requests_total by verb and resource.
     kube_by_resource: BTreeMap<String, f64>,
     reconciles: f64,
+    /// Sum of the bpl_objects gauges: every object the process has reconciled (and not
+    /// forgotten), whatever its Ready status.
+    objects: f64,
 }
 
 impl Metrics {
@@ -532,6 +555,7 @@ impl Metrics {
                     *m.kube_by_resource.entry(key).or_default() += value;
                 }
                 "bpl_reconciles_total" => m.reconciles += value,
+                "bpl_objects" => m.objects += value,
                 _ => {}
             }
         }
@@ -552,6 +576,7 @@ impl Metrics {
             kube_requests: sub(&self.kube_requests, &before.kube_requests),
             kube_by_resource: sub(&self.kube_by_resource, &before.kube_by_resource),
             reconciles: self.reconciles - before.reconciles,
+            objects: self.objects - before.objects,
         }
     }
 }
@@ -792,7 +817,14 @@ impl Report {
     fn row(&mut self, what: &str, value: String, target: &str) {
         self.rows
             .push([what.to_string(), value, target.to_string()]);
-        println!("  {what}: {}", self.rows.last().unwrap()[1]);
+        if target.is_empty() {
+            println!("  {what}: {}", self.rows.last().unwrap()[1]);
+        } else {
+            println!(
+                "  {what}: {}   [target: {target}]",
+                self.rows.last().unwrap()[1]
+            );
+        }
     }
 
     fn markdown(&self) -> String {
@@ -817,7 +849,8 @@ fn as_f64(calls: &BTreeMap<String, u64>) -> BTreeMap<String, f64> {
 }
 
 fn per_object(calls: &BTreeMap<String, f64>, n: usize) -> String {
-    let total: f64 = calls.values().sum();
+    // + 0.0: an empty sum is -0.0.
+    let total: f64 = calls.values().sum::<f64>() + 0.0;
     let parts: Vec<String> = calls
         .iter()
         .map(|(k, v)| format!("{k} {:.2}", v / n as f64))
@@ -1194,6 +1227,12 @@ impl Bench {
             );
         }
 
+        let op = if self.args.restart {
+            self.restart(n, &ns, &api, op).await
+        } else {
+            op
+        };
+
         // Profiling: what the profiled operator still holds here is everything live with N
         // objects (heaptrack reports it as leaked); a plain operator does the deleting.
         let op = if self.args.operator_prefix.is_some() {
@@ -1244,6 +1283,185 @@ impl Bench {
         );
         self.phase_rows(n, &s0, &s1, 1.0, " to delete");
         op.stop().await;
+    }
+
+    /// Restarts the operator on `n` Ready objects and follows the new process until it has
+    /// reconciled every object once (the sum of its bpl_objects gauges reaches `n`): how long
+    /// that took, the EC2 calls and API server requests it made (a restart must change nothing),
+    /// and its memory. Returns the new process.
+    async fn restart(
+        &mut self,
+        n: usize,
+        ns: &str,
+        api: &Api<BedrockPrivateLink>,
+        old: Operator,
+    ) -> Operator {
+        println!("   restart with {n} Ready objects");
+        old.stop().await;
+        let calls = self.emulator.calls().await;
+        let s0 = Snap {
+            // A new process: its counters start at zero.
+            before: Metrics::default(),
+            calls,
+            after: Metrics::default(),
+            at: Instant::now(),
+            cpu: [
+                0.0,
+                cpu_seconds(self.emulator.pid),
+                self.rig_pids.iter().map(|p| cpu_seconds(*p)).sum(),
+            ],
+        };
+        let mut op = self.operator(ns, false);
+        op.wait_ready(self.timeout).await;
+        let listed = s0.at.elapsed();
+        let mut seen = 0.0;
+        let reconciled = loop {
+            if let Ok(r) = op
+                .http
+                .get(format!("http://127.0.0.1:{}/metrics", op.port))
+                .send()
+                .await
+                && let Ok(text) = r.text().await
+            {
+                seen = Metrics::parse(&text).objects;
+                if seen >= n as f64 {
+                    break s0.at.elapsed();
+                }
+            }
+            assert!(
+                s0.at.elapsed() < self.timeout,
+                "after the restart only {seen} of {n} objects were reconciled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let s1 = self.snap(&op).await;
+        let memory_done = op.memory();
+        let calls = minus_calls(&s1.calls, &s0.calls);
+        let m = s1.after.clone();
+        let total = |c: &BTreeMap<String, f64>| c.values().sum::<f64>() + 0.0;
+        let list = |c: &BTreeMap<String, f64>| {
+            if c.is_empty() {
+                return "none".to_string();
+            }
+            c.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mutations: BTreeMap<String, f64> = as_f64(&calls)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("Describe"))
+            .collect();
+        let writes: BTreeMap<String, f64> = m
+            .kube_by_resource
+            .iter()
+            .filter(|(k, _)| {
+                let verb = k.split(' ').next().unwrap_or("");
+                !matches!(verb, "get" | "list" | "watch")
+            })
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        // Memory a little later: what the initial list and the first reconciles left behind.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let memory_settled = op.memory();
+        let (hwm, ..) = op.memory_mib();
+        let still_ready = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.iter().filter(|o| is_ready(o)).count())
+            .unwrap_or(0);
+
+        self.report.section(&format!(
+            "Restart with {n} Ready objects (new operator process, same namespace)"
+        ));
+        self.report.row(
+            "time until every object was reconciled once (sum of bpl_objects = N)",
+            format!(
+                "{:.1} s (/readyz after {:.1} s)",
+                reconciled.as_secs_f64(),
+                listed.as_secs_f64()
+            ),
+            if n >= 1000 {
+                "keep near 2.0 s (issue 15)"
+            } else {
+                ""
+            },
+        );
+        self.report.row(
+            "EC2 calls until then, emulator",
+            format!(
+                "{} ({:.3} per object: {})",
+                total(&as_f64(&calls)),
+                total(&as_f64(&calls)) / n as f64,
+                list(&as_f64(&calls))
+            ),
+            if n >= 1000 {
+                "keep near 14 (issue 15)"
+            } else {
+                ""
+            },
+        );
+        self.report.row(
+            "EC2 calls until then, operator bpl_ec2_calls_total",
+            format!("{} ({})", total(&m.ec2_calls), list(&m.ec2_calls)),
+            "",
+        );
+        self.report
+            .row("emulator and operator agree", agree(&s0, &s1), "");
+        self.report.row(
+            "EC2 calls that change something (not Describe*)",
+            format!("{} ({})", total(&mutations), list(&mutations)),
+            "0",
+        );
+        self.report.row(
+            "API server writes (bpl_kube_requests_total, not get/list/watch)",
+            format!("{} ({})", total(&writes), list(&writes)),
+            "0",
+        );
+        self.report.row(
+            "API server requests, all (bpl_kube_requests_total)",
+            format!(
+                "{} ({})",
+                total(&m.kube_by_resource),
+                list(&m.kube_by_resource)
+            ),
+            "",
+        );
+        self.report.row(
+            "reconciles per object",
+            format!("{:.2}", m.reconciles / n as f64),
+            "",
+        );
+        self.report.row(
+            "CPU seconds: operator / emulator / kube-apiserver+etcd",
+            format!(
+                "{:.2} / {:.1} / {:.1} in {:.0} s",
+                s1.cpu[0],
+                s1.cpu[1] - s0.cpu[1],
+                s1.cpu[2] - s0.cpu[2],
+                (s1.at - s0.at).as_secs_f64()
+            ),
+            "",
+        );
+        self.report.row(
+            "RSS peak (VmHWM) / current (VmRSS) when every object was reconciled",
+            memory_done,
+            "",
+        );
+        self.report.row(
+            "RSS peak (VmHWM) / current (VmRSS) 5 s later",
+            memory_settled,
+            if n >= 1000 { "peak <= 40 MiB" } else { "" },
+        );
+        if n >= 1000 && hwm > 40.0 {
+            println!("   restart RSS peak {hwm:.1} MiB is above the 40 MiB target");
+        }
+        self.report.row(
+            "still Ready after the restart",
+            format!("{still_ready} of {n}"),
+            &format!("{n} of {n}"),
+        );
+        op
     }
 
     async fn limiter(&mut self) {
@@ -1376,7 +1594,25 @@ async fn run(args: Args) {
 
     let mut out = String::new();
     out.push_str(&format!("Command: `{}`\n\n", invocation.trim()));
-    out.push_str("Operator (release build; one process per scenario, `<ns>` its namespace):\n");
+    match &args.operator_bin {
+        Some(bin) => out.push_str(&format!(
+            "Operator `{}` (--operator-bin; one process per scenario, `<ns>` its namespace; driver built {}):\n",
+            bin.display(),
+            if cfg!(debug_assertions) {
+                "without optimisation"
+            } else {
+                "optimised"
+            }
+        )),
+        None => out.push_str(&format!(
+            "Operator ({} build; one process per scenario, `<ns>` its namespace):\n",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        )),
+    }
     for l in &b.operator_lines {
         out.push_str(&format!("- `{l}`\n"));
     }

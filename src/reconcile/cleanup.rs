@@ -6,10 +6,10 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::execute::{GroupDeletion, delete_owned_group};
 use super::plan::Owner;
 use super::{Context, Error};
 use crate::api::{BedrockPrivateLink, DeletionPolicy};
-use crate::aws::ErrorKind;
 use crate::publish;
 
 pub async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
@@ -85,26 +85,11 @@ async fn delete_groups(
     owner: &Owner,
 ) -> Result<(), Error> {
     for g in &ctx.groups_of(owner).await? {
-        match ctx.ec2.delete_security_group(&g.id).await {
-            Ok(()) => {
-                let note = format!("deleted {}", g.id);
-                ctx.event(
-                    obj,
-                    EventType::Normal,
-                    "SecurityGroupDeleted",
-                    "Delete",
-                    note,
-                )
-                .await
-            }
-            Err(e) if e.kind() == ErrorKind::Vanished => {}
-            Err(e) if e.kind() == ErrorKind::InUse => {
-                return Err(Error::Waiting(format!(
-                    "security group {} is still in use by network interfaces of deleted endpoints",
-                    g.id
-                )));
-            }
-            Err(e) => return Err(Error::Aws(e)),
+        if delete_owned_group(ctx, obj, &g.id, "").await? == GroupDeletion::InUse {
+            return Err(Error::Waiting(format!(
+                "security group {} is still in use by network interfaces of deleted endpoints",
+                g.id
+            )));
         }
     }
     Ok(())

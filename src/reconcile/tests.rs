@@ -99,6 +99,23 @@ async fn create_then_steady() {
     assert_eq!(e.statuses[0].state, "available");
 }
 
+/// The reconcile our own status write triggers must not describe the groups again: the group
+/// as we left it is remembered after the endpoint was created (a change in AWS that would
+/// otherwise make the group's memory older than the object's last change).
+#[tokio::test]
+async fn the_group_just_configured_outlives_the_endpoint_create() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = plain();
+    converged(&o, &ctx).await;
+    assert_eq!(fake.count("CreateVpcEndpoint"), 1);
+    let uid = o.uid().unwrap();
+    let remembered = ctx
+        .memory
+        .groups(&uid, o.metadata.generation, std::time::Duration::MAX);
+    assert_eq!(remembered.map(|g| g.len()), Some(1), "usable by the rule");
+}
+
 #[tokio::test]
 async fn after_a_crash_resources_are_found_by_tag_not_duplicated() {
     let fake = FakeEc2::standard();
@@ -269,6 +286,42 @@ async fn deletion_waits_for_endpoints_then_for_the_group() {
             "DeleteSecurityGroup"
         ]
     );
+}
+
+/// The one group deletion that cleanup and stale-group removal share: in use while an endpoint
+/// holds the group, then deleted (with an Event), then gone; other errors are errors.
+#[tokio::test]
+async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
+    use execute::{GroupDeletion, delete_owned_group};
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let o = plain();
+    converged(&o, &ctx).await;
+    fake.settle();
+    let id = fake.with(|w| w.groups.keys().next().cloned().expect("a group"));
+    let deletion = delete_owned_group(&ctx, &o, &id, "")
+        .await
+        .expect("no error");
+    assert_eq!(deletion, GroupDeletion::InUse);
+    assert!(fake.with(|w| w.groups.contains_key(&id)));
+    assert!(!reasons(&ctx).contains(&"SecurityGroupDeleted".to_string()));
+    fake.with(|w| w.endpoints.clear());
+    fake.inject("DeleteSecurityGroup", ErrorCode::UnauthorizedOperation);
+    let refused = delete_owned_group(&ctx, &o, &id, "").await;
+    assert!(matches!(refused, Err(Error::Aws(_))), "{refused:?}");
+    let deletion = delete_owned_group(&ctx, &o, &id, " (no longer used)").await;
+    assert_eq!(deletion.expect("no error"), GroupDeletion::Deleted);
+    assert!(fake.with(|w| w.groups.is_empty()));
+    let note = ctx
+        .notes
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(r, _)| r == "SecurityGroupDeleted")
+        .map(|(_, n)| n.clone());
+    assert_eq!(note, Some(format!("deleted {id} (no longer used)")));
+    let deletion = delete_owned_group(&ctx, &o, &id, "").await;
+    assert_eq!(deletion.expect("no error"), GroupDeletion::Gone);
 }
 
 #[tokio::test]
