@@ -51,9 +51,10 @@ crds:
 
 # Brings the rig up if it is not running (scripts/rig up is idempotent), then runs both suites.
 # Both suites always run; the target fails if either did. With a node (make rig-up-cluster, as in
-# CI) the operator image is rebuilt and imported first, for tests/incluster.rs.
+# CI) the operator image is rebuilt and imported first, for tests/incluster.rs: from the debug
+# build by default (RIG_IMAGE_PROFILE=image for the optimized one, as `make demo` uses).
 test: rig-up
-	if [ -f .rig/cluster ]; then $(RIG) image dev >/dev/null; fi
+	if [ -f .rig/cluster ]; then RIG_IMAGE_PROFILE=$${RIG_IMAGE_PROFILE:-dev} $(RIG) image dev >/dev/null; fi
 	rc=0; $(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-py || rc=1; exit $$rc
 
