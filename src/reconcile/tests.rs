@@ -417,7 +417,7 @@ async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
     let ctx = context(&fake);
     let objects: Vec<BedrockPrivateLink> = ["a", "b", "c"]
         .iter()
-        .map(|n| object(n, "team", serde_json::json!({})))
+        .map(|n| object(n, "team", serde_json::json!({"privateDns": false})))
         .collect();
     let register = |o: &BedrockPrivateLink, endpoints: &[crate::aws::EndpointFacts]| {
         let waiting = endpoints.iter().any(|e| e.state_is("pending"));
