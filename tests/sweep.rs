@@ -55,7 +55,12 @@ async fn objects_waiting_for_pending_endpoints_share_one_describe_per_vpc_poll()
     );
     rig.harness("POST", "calls/reset", json!({})).await;
     const N: usize = 12;
-    let spec = json!({"vpcId": net.vpc_id, "subnets": {"ids": net.subnet_ids()}});
+    // Without private DNS: a VPC has only one private-DNS endpoint per service.
+    let spec = json!({
+        "vpcId": net.vpc_id,
+        "subnets": {"ids": net.subnet_ids()},
+        "privateDns": false,
+    });
     let names: Vec<String> = (0..N).map(|i| format!("wait-{i}")).collect();
     futures::future::join_all(
         names
