@@ -58,7 +58,8 @@ pub struct RunArgs {
     /// How often every object is checked for drift in AWS.
     #[arg(long, env = "BPL_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
-    /// How soon an endpoint in a transitional state is looked at again.
+    /// How soon an object waiting for AWS without the VPC poller (an object being deleted, say)
+    /// is looked at again.
     #[arg(long, env = "BPL_PENDING_REQUEUE_MS", default_value_t = 2000)]
     pub pending_requeue_ms: u64,
     /// Check every this many seconds (and at every reconcile) that the names workloads use
@@ -67,6 +68,14 @@ pub struct RunArgs {
     /// cluster: the chart turns it on).
     #[arg(long, env = "BPL_VERIFY_PATH_SECONDS", default_value_t = 0)]
     pub verify_path_seconds: u64,
+    /// The longest interval between polls of a VPC's endpoints (one describe for all objects in
+    /// it) while an endpoint in it is pending: from 1 s, doubling while nothing changes.
+    #[arg(long, env = "BPL_PENDING_POLL_MAX_MS", default_value_t = 2000)]
+    pub pending_poll_max_ms: u64,
+    /// How often each VPC's endpoints are checked for drift (deleted, failed, policy, groups,
+    /// subnets changed out of band) by one describe per VPC; 0: only at the resync.
+    #[arg(long, env = "BPL_DRIFT_SWEEP_SECONDS", default_value_t = 20)]
+    pub drift_sweep_seconds: u64,
     /// Objects reconciled at once.
     #[arg(long, env = "BPL_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
@@ -171,6 +180,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         pending_requeue: Duration::from_millis(args.pending_requeue_ms.max(50)),
+        pending_poll_max: Duration::from_millis(args.pending_poll_max_ms.max(50)),
+        drift_sweep: (args.drift_sweep_seconds > 0)
+            .then(|| Duration::from_secs(args.drift_sweep_seconds)),
         default_vpc_id: args.default_vpc_id.clone(),
         watch_namespaces: args
             .watch_namespaces

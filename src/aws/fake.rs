@@ -453,6 +453,7 @@ impl Ec2Api for FakeEc2 {
                     "vpc-endpoint-id" => f.values.contains(&e.id),
                     "vpc-id" => f.values.contains(&e.vpc_id),
                     "service-name" => f.values.contains(&e.service_name),
+                    "tag-key" => e.tags.keys().any(|k| f.values.contains(k)),
                     _ => tags_match(&e.tags, f).unwrap_or(false),
                 })
             };

@@ -15,6 +15,7 @@ use crate::publish;
 pub async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
     let owner = Owner::of(&obj);
     ctx.metrics.set_ready(&owner.uid, None);
+    ctx.poller.forget(&owner.uid);
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
         let note = "deletionPolicy Retain: the endpoints and security group stay in AWS";
         ctx.event(&obj, EventType::Normal, "Retained", "Delete", note.into())

@@ -13,6 +13,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::poll::Trigger;
 use super::{Context, error_policy, reconcile};
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant};
 use crate::publish;
@@ -134,15 +135,18 @@ where
 
 type Guarded = DeserializeGuard<BedrockPrivateLink>;
 
-/// One controller over `api`'s objects, queued also by our ConfigMaps and by Namespaces that
-/// concern an object.
-fn controller(
-    api: Api<Guarded>,
+/// Where a controller's objects are queued from besides their own watch.
+struct Sources {
     config_maps: futures::channel::mpsc::Receiver<ConfigMap>,
     namespaces: futures::channel::mpsc::Receiver<NamespaceMeta>,
     grants: futures::channel::mpsc::Receiver<DeserializeGuard<BedrockPrivateLinkGrant>>,
-    concurrency: u16,
-) -> Controller<Guarded> {
+    /// Objects whose endpoints the VPC poller saw change (poll.rs).
+    polls: futures::channel::mpsc::UnboundedReceiver<Trigger>,
+}
+
+/// One controller over `api`'s objects, queued also by our ConfigMaps, by Namespaces that
+/// concern an object, by grants and by the VPC poller.
+fn controller(api: Api<Guarded>, sources: Sources, concurrency: u16) -> Controller<Guarded> {
     // The store keeps every object; their managedFields (and kubectl's copy of the last
     // applied spec) are most of their size and nothing here reads them.
     let (reader, writer) = reflector::store();
@@ -154,11 +158,13 @@ fn controller(
         }),
     )
     .applied_objects();
-    let controller = Controller::for_stream(objects, reader).owns_stream(config_maps.map(Ok));
+    let controller = Controller::for_stream(objects, reader)
+        .owns_stream(sources.config_maps.map(Ok))
+        .reconcile_on(sources.polls);
     let objects = controller.store();
     let all_objects = controller.store();
     controller
-        .watches_stream(namespaces.map(Ok), move |ns| {
+        .watches_stream(sources.namespaces.map(Ok), move |ns| {
             objects
                 .state()
                 .into_iter()
@@ -173,7 +179,7 @@ fn controller(
                 .collect::<Vec<_>>()
         })
         // Tenancy (issue 16): every grant change queues every object again.
-        .watches_stream(grants.map(Ok), move |_grant| {
+        .watches_stream(sources.grants.map(Ok), move |_grant| {
             crate::tenancy::gate::all_objects(&all_objects)
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -210,26 +216,25 @@ pub async fn run(
             }
         }
     });
-    let apis: Vec<Api<Guarded>> = if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+    let apis: Vec<(Api<Guarded>, Option<String>)> = if namespaces.is_empty() {
+        vec![(Api::all(client.clone()), None)]
     } else {
         namespaces
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| (Api::namespaced(client.clone(), ns), Some(ns.clone())))
             .collect()
     };
     let shutdown = Box::pin(shutdown).shared();
     let mut streams = Vec::new();
     let mut stores = Vec::new();
-    for api in apis {
-        let c = controller(
-            api,
-            cm_triggers.pop().expect("one channel per controller"),
-            ns_triggers.pop().expect("one channel per controller"),
-            grant_triggers.pop().expect("one channel per controller"),
-            concurrency,
-        )
-        .graceful_shutdown_on(shutdown.clone());
+    for (api, namespace) in apis {
+        let sources = Sources {
+            config_maps: cm_triggers.pop().expect("one channel per controller"),
+            namespaces: ns_triggers.pop().expect("one channel per controller"),
+            grants: grant_triggers.pop().expect("one channel per controller"),
+            polls: ctx.poller.subscribe(namespace),
+        };
+        let c = controller(api, sources, concurrency).graceful_shutdown_on(shutdown.clone());
         stores.push(c.store());
         streams.push(
             c.run(reconcile, error_policy, ctx.clone())
@@ -241,6 +246,7 @@ pub async fn run(
                 .boxed(),
         );
     }
+    ctx.poller.start();
     // Tenancy (issue 16): the gate counts a namespace's endpoints in these stores.
     ctx.tenancy.set_objects(stores.clone());
     let ready_ctx = ctx.clone();
@@ -258,4 +264,5 @@ pub async fn run(
         on_synced();
     });
     futures::future::join_all(streams).await;
+    ctx.poller.stop();
 }

@@ -156,6 +156,20 @@ impl Memory {
         self.fresh(uid, generation, max_age, |e| e.endpoints.as_ref())
     }
 
+    /// Like `endpoints`, with when they were seen.
+    pub fn endpoints_seen(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+    ) -> Option<(Instant, Arc<SeenEndpoints>)> {
+        let now = Instant::now();
+        self.peek(uid, |e| {
+            let s = e.endpoints.as_ref()?;
+            usable(s.taken, s.generation, e.changed, generation, self.ttl, now)
+                .then(|| (s.taken, s.value.clone()))
+        })
+    }
+
     /// `taken`: when the observation began (a describe started before a change may not show
     /// it).
     pub fn remember_endpoints(

@@ -9,7 +9,8 @@
 //! 6. `status` (pure): the status, a function of the previous one, the facts and the verdicts.
 //!
 //! Publishing the ConfigMaps lives in `crate::publish`, deletion in `cleanup`, what is kept
-//! between reconciles in `memory`. `finalizer()` is the one top-level action; Apply and
+//! between reconciles in `memory`, the per-VPC poll that wakes objects when their endpoints
+//! change (pending ones turn available, drift out of band) in `poll`. `finalizer()` is the one top-level action; Apply and
 //! Cleanup are both idempotent.
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub mod memory;
 pub mod observe;
 pub mod path;
 pub mod plan;
+pub mod poll;
 pub mod status;
 pub mod validate;
 
@@ -118,6 +120,10 @@ impl Error {
 pub struct Config {
     pub resync: Duration,
     pub pending_requeue: Duration,
+    /// The longest interval between polls of a VPC while an object in it waits for AWS.
+    pub pending_poll_max: Duration,
+    /// The drift sweep's period (None: off).
+    pub drift_sweep: Option<Duration>,
     pub default_vpc_id: Option<String>,
     pub watch_namespaces: Vec<String>,
     pub concurrency: u16,
@@ -132,6 +138,8 @@ impl Default for Config {
         Self {
             resync: Duration::from_secs(300),
             pending_requeue: Duration::from_secs(2),
+            pending_poll_max: Duration::from_secs(2),
+            drift_sweep: Some(Duration::from_secs(20)),
             default_vpc_id: None,
             watch_namespaces: Vec::new(),
             concurrency: 8,
@@ -167,6 +175,8 @@ pub struct Context {
     pub shared: Shared,
     /// Endpoint interface addresses for the private path check.
     pub interfaces: path::InterfaceAddresses,
+    /// One poll per VPC for waiting and drift (see poll.rs).
+    pub poller: Arc<poll::Poller>,
     failures: std::sync::Mutex<HashMap<String, u32>>,
     /// Events when there is no recorder: (reason, note).
     pub notes: std::sync::Mutex<Vec<(String, String)>>,
@@ -187,6 +197,8 @@ impl Context {
     pub fn without_events(client: Client, ec2: Ec2, metrics: Arc<Metrics>, config: Config) -> Self {
         // Drift is still found within resync + ttl.
         let ttl = (config.resync / 5).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        let timing = poll::Timing::new(config.pending_poll_max, config.drift_sweep);
+        let poller = Arc::new(poll::Poller::new(timing, ec2.clone(), metrics.clone()));
         Self {
             recorder: None,
             client,
@@ -201,6 +213,7 @@ impl Context {
             memory: Memory::new(ttl),
             shared: Shared::new(ttl),
             interfaces: Default::default(),
+            poller,
             failures: Default::default(),
             notes: Default::default(),
             epoch: Instant::now(),
@@ -262,6 +275,17 @@ impl Context {
             Duration::from_millis(200)
         } else {
             backoff
+        }
+    }
+
+    /// How soon an object that waits for AWS is looked at again. Its VPC's poller triggers it
+    /// when its endpoints change, so this is only a safety net; without the poller (unit
+    /// tests), `pending_requeue`.
+    fn waiting_requeue(&self) -> Duration {
+        if self.poller.started() {
+            self.config.resync.min(Duration::from_secs(60))
+        } else {
+            self.config.pending_requeue
         }
     }
 
@@ -508,8 +532,9 @@ async fn conclude(
         )
         .await;
     }
-    let requeue = if !endpoints.pending.is_empty() || c.applied.waiting {
-        ctx.config.pending_requeue
+    let waiting = !endpoints.pending.is_empty() || c.applied.waiting;
+    let requeue = if waiting {
+        ctx.waiting_requeue()
     } else if let Some(d) = c.applied.retry_in {
         d.max(ctx.config.pending_requeue)
     } else if !endpoints.failed.is_empty() {
@@ -517,6 +542,11 @@ async fn conclude(
     } else {
         let resync = ctx.next_resync();
         ctx.config.path_check.map_or(resync, |p| resync.min(p))
+    };
+    // Changed by us in this reconcile: what we hold is as of now.
+    let seen_at = match ctx.memory.changed_at(&uid) {
+        Some(at) if at >= c.observation.taken => Instant::now(),
+        _ => c.observation.endpoints_taken,
     };
     // What we saw, updated by what we did: the resync our own status write is about to
     // trigger needs no describe.
@@ -526,14 +556,10 @@ async fn conclude(
             foreign: c.observation.facts.foreign_endpoints.clone(),
             ready: ready.status,
         };
-        // Changed by us in this reconcile: what we hold is as of now.
-        let taken = match ctx.memory.changed_at(&uid) {
-            Some(at) if at >= c.observation.taken => Instant::now(),
-            _ => c.observation.taken,
-        };
         ctx.memory
-            .remember_endpoints(&uid, obj.metadata.generation, taken, seen);
+            .remember_endpoints(&uid, obj.metadata.generation, seen_at, seen);
     }
+    watch(obj, ctx, &c, waiting, seen_at);
     let facts = status::Facts {
         region,
         vpc_id: c.observation.vpc_id.clone(),
@@ -582,6 +608,21 @@ async fn check_path(
             .await;
     }
     verdict
+}
+
+/// Hands what this reconcile concluded to the VPC's poller, which triggers the object again
+/// when its endpoints change (turn available, fail, vanish, drift).
+fn watch(obj: &BedrockPrivateLink, ctx: &Context, c: &Converged, waiting: bool, since: Instant) {
+    let uid = obj.uid().unwrap_or_default();
+    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    ctx.poller.register(
+        &uid,
+        (&name, &namespace),
+        &c.observation.vpc_id,
+        &c.applied.endpoints,
+        waiting,
+        since,
+    );
 }
 
 /// Writes status (only if it changed) and tells the story in events when Ready changes.

@@ -34,6 +34,8 @@ pub struct Observation {
     pub groups: Vec<GroupFacts>,
     /// When the EC2 reads began (for memory's rule).
     pub taken: Instant,
+    /// When `endpoints` were seen (earlier than `taken` if they come from memory or a poll).
+    pub endpoints_taken: Instant,
 }
 
 /// The cluster's network as seen from its Nodes.
@@ -250,22 +252,28 @@ impl Context {
             .endpoints(&owner.uid, generation, Duration::MAX)
             .is_some_and(|s| s.ready);
         let steady = is_steady(obj) || concluded;
-        let settling = obj
-            .status
-            .as_ref()
+        // Our last status write counts even if the store does not show it yet.
+        let written = self.memory.written(&owner.uid);
+        let settling = written
+            .as_deref()
+            .or(obj.status.as_ref())
             .is_some_and(|s| s.observed_generation == generation);
         let mut facts = self
             .observe_vpc(spec, &vpc_id, &network.subnet_ids, steady)
             .await?;
-        let seen = if facts.vpc.is_some() {
-            self.endpoints_in_vpc(&owner.uid, generation, &vpc_id, spec.private_dns, steady)
+        let (endpoints_taken, seen) = if facts.vpc.is_some() {
+            let how = Freshness { steady, settling };
+            self.endpoints_in_vpc(&owner.uid, generation, &vpc_id, spec.private_dns, how)
                 .await?
         } else {
-            Default::default()
+            (taken, Default::default())
         };
         facts.foreign_endpoints = seen.foreign.clone();
+        // An object the VPC poller watches, with no spec change since, waits for AWS (say):
+        // its group is checked like a steady object's (drift in rules: at the resync).
+        let watched = settling && self.poller.watching(&owner.uid, &vpc_id).is_some();
         let groups = self
-            .owned_groups(&owner, generation, &vpc_id, steady, settling)
+            .owned_groups(&owner, generation, &vpc_id, steady || watched, settling)
             .await?;
         Ok(Observation {
             vpc_id,
@@ -275,6 +283,7 @@ impl Context {
             endpoints: seen.owned.clone(),
             groups,
             taken,
+            endpoints_taken,
         })
     }
 
@@ -308,17 +317,18 @@ impl Context {
     }
 
     /// The object's endpoints in the VPC and, with private DNS, the VPC's other endpoints (only
-    /// one endpoint per service may have private DNS). A steady-state resync uses what a
-    /// reconcile of it saw (by memory's rule), else the VPC's shared answer; others ask AWS
-    /// for just their own endpoints.
+    /// one endpoint per service may have private DNS), and when they were seen. Without a spec
+    /// change since the last reconcile, what the VPC's poller or memory saw last (see
+    /// `watched_endpoints`); else a steady-state resync uses what a reconcile of it saw (by
+    /// memory's rule), or the VPC's shared answer; others ask AWS for just their own endpoints.
     async fn endpoints_in_vpc(
         &self,
         uid: &str,
         generation: Option<i64>,
         vpc_id: &str,
         private_dns: bool,
-        steady: bool,
-    ) -> Result<Arc<SeenEndpoints>, Error> {
+        how: Freshness,
+    ) -> Result<(Instant, Arc<SeenEndpoints>), Error> {
         let split = |all: &[EndpointFacts]| {
             let mut seen = SeenEndpoints::default();
             for e in all.iter().filter(|e| e.vpc_id == vpc_id) {
@@ -330,10 +340,20 @@ impl Context {
             }
             seen
         };
-        if steady {
-            if let Some(seen) = self.memory.endpoints(uid, generation, Duration::MAX) {
+        if (how.steady || how.settling)
+            && let Some(seen) = self.watched_endpoints(uid, generation, vpc_id, private_dns)
+        {
+            return Ok(seen);
+        }
+        if how.steady {
+            if let Some(seen) = self.memory.endpoints_seen(uid, generation) {
                 return Ok(seen);
             }
+            // The shared answer may be up to its ttl old (never older than the process).
+            let ttl = self.shared.endpoints.ttl();
+            let at = Instant::now()
+                .checked_sub(ttl)
+                .map_or(self.epoch, |t| t.max(self.epoch));
             let all = self
                 .shared
                 .endpoints
@@ -350,7 +370,7 @@ impl Context {
                     },
                 )
                 .await?;
-            return Ok(Arc::new(split(&all)));
+            return Ok((at, Arc::new(split(&all))));
         }
         // Without private DNS only ours matter: one narrow filter (the VPC is checked above).
         let filters = if private_dns {
@@ -358,12 +378,57 @@ impl Context {
         } else {
             vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])]
         };
+        let at = Instant::now();
         let all = self
             .ec2
             .describe_endpoints(filters)
             .await
             .map_err(Error::Aws)?;
-        Ok(Arc::new(split(&all)))
+        Ok((at, Arc::new(split(&all))))
+    }
+
+    /// While the VPC's poller watches the object, the newer of what its latest poll and memory
+    /// saw (since the object's last registration, by memory's rule) is current: a change after
+    /// it would have triggered this reconcile (poll.rs). None when the poller does not
+    /// watch it or holds nothing usable (with private DNS the VPC's other endpoints are needed
+    /// too, which only memory holds).
+    fn watched_endpoints(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        vpc_id: &str,
+        private_dns: bool,
+    ) -> Option<(Instant, Arc<SeenEndpoints>)> {
+        let watched = self.poller.watching(uid, vpc_id)?;
+        let changed = self.memory.changed_at(uid);
+        // Memory's rule: taken after our last change, younger than the ttl (with a resync
+        // shorter than the sweep, a resync reads afresh).
+        let polled = watched.polled.filter(|p| {
+            changed.is_none_or(|c| p.taken >= c) && p.taken.elapsed() < self.memory.ttl()
+        });
+        let remembered = self
+            .memory
+            .endpoints_seen(uid, generation)
+            .filter(|(at, _)| *at >= watched.since);
+        match (remembered, polled) {
+            (Some((at, r)), Some(p)) if p.taken > at => {
+                let seen = SeenEndpoints {
+                    owned: p.owned,
+                    foreign: r.foreign.clone(),
+                    ready: r.ready,
+                };
+                Some((p.taken, Arc::new(seen)))
+            }
+            (Some(r), _) => Some(r),
+            (None, Some(p)) if !private_dns => {
+                let seen = SeenEndpoints {
+                    owned: p.owned,
+                    ..Default::default()
+                };
+                Some((p.taken, Arc::new(seen)))
+            }
+            _ => None,
+        }
     }
 
     /// The object's groups. A steady-state resync, or a reconcile with no spec change since
@@ -429,6 +494,15 @@ impl Context {
             .filter(|g| g.tags.get(TAG_OWNER_UID) == Some(&owner.uid))
             .collect())
     }
+}
+
+/// How recent the answers of a reconcile must be.
+#[derive(Debug, Clone, Copy)]
+struct Freshness {
+    /// A resync of an object that is Ready at its generation.
+    steady: bool,
+    /// No spec change since our last status write.
+    settling: bool,
 }
 
 /// Ready at the generation it was last reconciled at: a resync, not a change.

@@ -461,3 +461,75 @@ async fn a_steady_resync_uses_memory_not_describes() {
     converged(&o, &ctx).await;
     assert_eq!(fake.count("DescribeVpcEndpoints"), describes + 1);
 }
+
+/// The VPC poller (poll.rs) against the in-memory EC2: one describe per poll whatever the
+/// number of objects, and only the objects whose endpoints changed are triggered.
+#[tokio::test]
+async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let objects: Vec<BedrockPrivateLink> = ["a", "b", "c"]
+        .iter()
+        .map(|n| object(n, "team", serde_json::json!({"privateDns": false})))
+        .collect();
+    let register = |o: &BedrockPrivateLink, endpoints: &[crate::aws::EndpointFacts]| {
+        let waiting = endpoints.iter().any(|e| e.state_is("pending"));
+        ctx.poller.register(
+            &o.uid().unwrap(),
+            (&o.name_any(), "team"),
+            VPC,
+            endpoints,
+            waiting,
+            std::time::Instant::now(),
+        );
+    };
+    for o in &objects {
+        let c = converged(o, &ctx).await;
+        assert!(c.applied.waiting);
+        register(o, &c.applied.endpoints);
+    }
+    let names = |t: Vec<poll::Trigger>| -> Vec<String> {
+        let mut n: Vec<String> = t.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    };
+    let describes = fake.count("DescribeVpcEndpoints");
+    assert!(ctx.poller.poll(VPC).await.is_empty(), "still pending");
+    fake.settle();
+    assert_eq!(names(ctx.poller.poll(VPC).await), ["a", "b", "c"]);
+    assert!(
+        ctx.poller.poll(VPC).await.is_empty(),
+        "not again before their reconcile"
+    );
+    assert_eq!(
+        fake.count("DescribeVpcEndpoints"),
+        describes + 3,
+        "one per poll"
+    );
+    // Their reconciles register what they saw: in sync.
+    let owned = |o: &BedrockPrivateLink| -> Vec<crate::aws::EndpointFacts> {
+        let uid = o.uid().unwrap();
+        fake.live_endpoints()
+            .into_iter()
+            .filter(|e| e.tags.get(crate::aws::TAG_OWNER_UID) == Some(&uid))
+            .collect()
+    };
+    for o in &objects {
+        register(o, &owned(o));
+    }
+    assert!(ctx.poller.poll(VPC).await.is_empty(), "in sync");
+    // Out of band: a's policy opened up, b's endpoint deleted.
+    let (a, b) = (
+        owned(&objects[0])[0].id.clone(),
+        owned(&objects[1])[0].id.clone(),
+    );
+    fake.with(|w| {
+        w.endpoints.get_mut(&a).unwrap().policy = Some(Arc::new(serde_json::json!({
+            "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]
+        })));
+        w.endpoints.remove(&b);
+    });
+    assert_eq!(names(ctx.poller.poll(VPC).await), ["a", "b"]);
+    ctx.poller.forget(&objects[2].uid().unwrap());
+    assert_eq!(ctx.poller.len(), 2, "c forgotten");
+}

@@ -26,6 +26,12 @@ pub struct OperationLabels {
     pub operation: String,
 }
 
+/// Why a VPC's endpoints were polled: an object waits for AWS, or the drift sweep.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KubeRequestLabels {
     /// get, list, watch, create, update, patch, delete, deletecollection.
@@ -63,6 +69,10 @@ pub struct Metrics {
     /// Every request the kube Client sent to the API server (watches count once, when opened).
     pub kube_requests: Family<KubeRequestLabels, Counter>,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Polls of a VPC's endpoints (one DescribeVpcEndpoints, paginated, each).
+    pub vpc_polls: Family<PollLabels, Counter>,
+    /// Objects a poll triggered for reconcile (their endpoints changed).
+    pub poll_triggers: Family<PollLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub objects: Family<ReadyLabels, Gauge>,
     /// Objects by Ready status and reason; series of reasons no object has any more stay at 0.
@@ -82,6 +92,8 @@ impl Default for Metrics {
         let ec2_throttles = Family::<OperationLabels, Counter>::default();
         let kube_requests = Family::<KubeRequestLabels, Counter>::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let vpc_polls = Family::<PollLabels, Counter>::default();
+        let poll_triggers = Family::<PollLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let objects = Family::<ReadyLabels, Gauge>::default();
         let objects_by_reason = Family::<ReasonLabels, Gauge>::default();
@@ -111,6 +123,16 @@ impl Default for Metrics {
             "reconciles",
             "Reconciles by result (ok or error category)",
             reconciles.clone(),
+        );
+        registry.register(
+            "vpc_polls",
+            "Polls of a VPC's endpoints by reason (wait: an object waits for AWS; sweep: drift)",
+            vpc_polls.clone(),
+        );
+        registry.register(
+            "poll_triggers",
+            "Objects a VPC poll triggered for reconcile because their endpoints changed",
+            poll_triggers.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -145,6 +167,8 @@ impl Default for Metrics {
             ec2_throttles,
             kube_requests,
             reconciles,
+            vpc_polls,
+            poll_triggers,
             reconcile_duration,
             objects,
             objects_by_reason,
@@ -188,6 +212,22 @@ impl Metrics {
                 resource: resource.to_string(),
             })
             .inc();
+    }
+
+    pub fn record_vpc_poll(&self, reason: &str) {
+        self.vpc_polls
+            .get_or_create(&PollLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn record_poll_triggers(&self, reason: &str, objects: usize) {
+        self.poll_triggers
+            .get_or_create(&PollLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(objects as u64);
     }
 
     pub fn record_reconcile(&self, result: &str, seconds: f64) {
