@@ -14,7 +14,7 @@ ifeq ($(CI),true)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bpl-target
 endif
 
-.PHONY: help rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint deny fmt
+.PHONY: help rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench bench-pod lint deny fmt
 
 help:
 	@echo "targets: rig-build rig-up rig-up-cluster rig-image rig-down rig-status crds test test-rust test-py demo bench lint fmt"
@@ -75,8 +75,14 @@ test-py:
 demo: rig-up-cluster
 	bash scripts/demo.sh
 
+# With a node (make rig-up-cluster) also the operator pod's memory under 1000 objects.
 bench: rig-up
 	bash scripts/bench.sh
+	if [ -f .rig/cluster ]; then bash scripts/bench-pod.sh; \
+	else echo "bench: the rig has no node (make rig-up-cluster): pod phase (scripts/bench-pod.sh) skipped"; fi
+
+bench-pod: rig-up-cluster
+	bash scripts/bench-pod.sh
 
 lint:
 	cargo fmt --all -- --check
