@@ -657,6 +657,21 @@ impl Ec2Api for FakeEc2 {
     }
 }
 
+/// The fake's address of an endpoint's `index`-th interface: in the subnet's /24 (10.0.1.0/24
+/// for the first), the host part from the interface id.
+pub fn fake_eni_address(eni_id: &str, index: usize) -> std::net::IpAddr {
+    let host = eni_id
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % 250;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        10,
+        0,
+        index as u8 + 1,
+        host as u8 + 4,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,19 +784,4 @@ mod tests {
             .unwrap_err();
         assert_eq!(refused.code, ErrorCode::Unsuccessful);
     }
-}
-
-/// The fake's address of an endpoint's `index`-th interface: in the subnet's /24 (10.0.1.0/24
-/// for the first), the host part from the interface id.
-pub fn fake_eni_address(eni_id: &str, index: usize) -> std::net::IpAddr {
-    let host = eni_id
-        .bytes()
-        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
-        % 250;
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
-        10,
-        0,
-        index as u8 + 1,
-        host as u8 + 4,
-    ))
 }
