@@ -200,7 +200,7 @@ cmd_up() {
   curl -sf "$BPL_EMULATOR_URL/_harness/bedrock/calls" | "$HOME/.cache/bpl-rig/venv/bin/python" -c '
 import json, sys
 for c in json.load(sys.stdin)["calls"][-2:]:
-    print(f"{c.get(\"operation\")} {c.get(\"model\")}: {c.get(\"path_kind\")} path via {c.get(\"endpoint\")} at {c.get(\"address\")} -> {c.get(\"decision\")}")'
+    print("%s %s: %s path via %s at %s -> %s" % tuple(c.get(k) for k in ("operation", "model", "path_kind", "endpoint", "address", "decision")))'
 
   step "the endpoint's DNS names"
   kubectl -n "$NS" get bpl "$NAME" -o jsonpath='{range .status.endpoints[*]}{.service}: {.vpcEndpointId} ({.state}) in {.availabilityZones}{"\n"}{range .dnsNames[*]}  {@}{"\n"}{end}  private DNS: {.privateDnsName}{"\n"}{end}'
