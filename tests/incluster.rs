@@ -760,6 +760,35 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Runs the probe (key `testing`) until it exits with `code`, for at most a minute.
+    async fn probe_until(
+        &self,
+        ns: &str,
+        config: &str,
+        args: &[&str],
+        code: i32,
+        what: &str,
+    ) -> Probe {
+        eventually(Duration::from_secs(60), what, || async move {
+            let p = self.probe(ns, config, "testing", args).await;
+            (p.code == code).then_some(p)
+        })
+        .await
+    }
+}
+
+async fn patch_spec(rig: &Rig, ns: &str, name: &str, spec: Value) {
+    rig.bpls(ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+}
+
 /// The Bedrock calls the stand-in served since `from` (its call records).
 async fn bedrock_calls(rig: &Rig, from: usize) -> Vec<Value> {
     let v = rig.harness("GET", "bedrock/calls", json!({})).await;
@@ -902,30 +931,22 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
     );
 
     // The policy follows the spec: the other model allowed after an edit, the first denied.
-    rig.bpls(&work)
-        .patch(
-            "platform",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"policy": {"models": [OTHER_MODEL]}}})),
-        )
-        .await
-        .unwrap();
-    let p = eventually(Duration::from_secs(60), "the new policy enforced", || {
-        let c = &c;
-        let work = work.clone();
-        async move {
-            let p = c
-                .probe(
-                    &work,
-                    "platform-bedrock",
-                    "testing",
-                    &["--model", OTHER_MODEL],
-                )
-                .await;
-            (p.code == 0).then_some(p)
-        }
-    })
+    patch_spec(
+        rig,
+        &work,
+        "platform",
+        json!({"policy": {"models": [OTHER_MODEL]}}),
+    )
     .await;
+    let p = c
+        .probe_until(
+            &work,
+            "platform-bedrock",
+            &["--model", OTHER_MODEL],
+            0,
+            "the new policy enforced",
+        )
+        .await;
     assert!(p.log.contains("allowed"), "{}", p.log);
     let p = c
         .probe(
@@ -1097,60 +1118,31 @@ async fn a_pods_bedrock_call_takes_the_private_path_under_the_policy() {
 
     // Security group: allowFrom without the pods' range drops their packets (no answer at all);
     // back to the default (the VPC's CIDR), they are admitted again.
-    rig.bpls(&work)
-        .patch(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"spec": {"securityGroup": {"allowFrom": {"cidrs": ["10.0.2.0/24"]}}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    let p = eventually(
-        Duration::from_secs(60),
-        "the pods dropped by the group",
-        || {
-            let c = &c;
-            let work = work.clone();
-            async move {
-                let p = c
-                    .probe(
-                        &work,
-                        "team-bedrock",
-                        "testing",
-                        &["--model", ALLOWED_MODEL],
-                    )
-                    .await;
-                (p.code == 1).then_some(p)
-            }
-        },
+    patch_spec(
+        rig,
+        &work,
+        "team",
+        json!({"securityGroup": {"allowFrom": {"cidrs": ["10.0.2.0/24"]}}}),
     )
     .await;
-    assert!(p.log.contains("NO ANSWER"), "{}", p.log);
-    rig.bpls(&work)
-        .patch(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"securityGroup": null}})),
+    let p = c
+        .probe_until(
+            &work,
+            "team-bedrock",
+            &["--model", ALLOWED_MODEL],
+            1,
+            "the pods dropped by the group",
         )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(60), "the pods admitted again", || {
-        let c = &c;
-        let work = work.clone();
-        async move {
-            let p = c
-                .probe(
-                    &work,
-                    "team-bedrock",
-                    "testing",
-                    &["--model", ALLOWED_MODEL],
-                )
-                .await;
-            (p.code == 0).then_some(())
-        }
-    })
+        .await;
+    assert!(p.log.contains("NO ANSWER"), "{}", p.log);
+    patch_spec(rig, &work, "team", json!({"securityGroup": null})).await;
+    c.probe_until(
+        &work,
+        "team-bedrock",
+        &["--model", ALLOWED_MODEL],
+        0,
+        "the pods admitted again",
+    )
     .await;
 
     // The platform endpoint deleted out of band: the standard name goes public until the

@@ -149,7 +149,16 @@ async fn crd_installs_and_an_object_round_trips_with_schema_defaults_and_status(
         .collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "REASON", "PRIVATEPATH", "VPC", "ENDPOINTS", "DNS", "AGE"],
+        [
+            "NAME",
+            "READY",
+            "REASON",
+            "PRIVATEPATH",
+            "VPC",
+            "ENDPOINTS",
+            "DNS",
+            "AGE"
+        ],
         "{out}"
     );
 
