@@ -26,6 +26,7 @@ cleanup() {
   kubectl -n "$NS" delete bpl --all --wait=true --timeout=600s >/dev/null 2>&1 || true
   helm uninstall "$RELEASE" -n "$OP_NS" --wait >/dev/null 2>&1 || true
   kubectl delete namespace "$NS" "$OP_NS" --wait=false >/dev/null 2>&1 || true
+  kubectl delete bplgrant bpl-bench --ignore-not-found >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -36,6 +37,17 @@ for ns in "$OP_NS" "$NS"; do
 done
 kubectl -n "$OP_NS" create secret generic rig-aws --from-literal=AWS_ACCESS_KEY_ID=testing \
   --from-literal=AWS_SECRET_ACCESS_KEY=testing --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# Tenancy: the built-in default allows 5 endpoints per namespace; the bench namespace gets its own.
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: bedrock.privatelink.io/v1alpha1
+kind: BedrockPrivateLinkGrant
+metadata: {name: bpl-bench}
+spec:
+  namespaces: {names: [$NS]}
+  vpcs: {clusterVpc: true}
+  privateDns: false
+  maxEndpointsPerNamespace: $N
+EOF
 values=$(mktemp)
 cat >"$values" <<EOF
 image: {repository: "${image%:*}", tag: "bench", pullPolicy: Never}
