@@ -16,8 +16,9 @@ set -a
 # shellcheck disable=SC1091
 source .rig/env
 set +a
-OP_NS=bpl-bench-op
-NS=bpl-bench
+RUN=$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')   # fresh names: an earlier run's may still be terminating
+OP_NS=bpl-bench-op-$RUN
+NS=bpl-bench-$RUN
 RELEASE=bpl-bench
 TARGET_MIB=40
 log() { printf '[bench-pod %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -28,7 +29,7 @@ cleanup() {
   kubectl -n "$NS" delete bpl --all --wait=true --timeout=600s >/dev/null 2>&1 || true
   helm uninstall "$RELEASE" -n "$OP_NS" --wait >/dev/null 2>&1 || true
   kubectl delete namespace "$NS" "$OP_NS" --wait=false >/dev/null 2>&1 || true
-  kubectl delete bplgrant bpl-bench --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete bplgrant "bpl-bench-$RUN" --ignore-not-found >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -43,7 +44,7 @@ kubectl -n "$OP_NS" create secret generic rig-aws --from-literal=AWS_ACCESS_KEY_
 kubectl apply -f - >/dev/null <<EOF
 apiVersion: bedrock.privatelink.io/v1alpha1
 kind: BedrockPrivateLinkGrant
-metadata: {name: bpl-bench}
+metadata: {name: bpl-bench-$RUN}
 spec:
   namespaces: {names: [$NS]}
   vpcs: {clusterVpc: true}
