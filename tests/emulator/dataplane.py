@@ -303,6 +303,8 @@ class DataPlane:
         self.ssl_ctx.set_alpn_protocols(["http/1.1"])
         self._owned_addresses: set[str] = set()
         self._sync_lock = threading.Lock()
+        self._synced_changes: int | None = None  # the harness's `changes` at the last snapshot
+        self._synced_netns: tuple[int, int] | None = None
         self.acceptor = _Acceptor()
 
     # -------------------------------------------------------- lifecycle
@@ -432,7 +434,17 @@ class DataPlane:
     def _sync(self) -> None:
         if not self._follow_netns():
             return
+        # The snapshot walks every endpoint under the harness lock (which every EC2 call needs):
+        # with a thousand endpoints, ten walks a second would slow the emulator down. Take one
+        # only when the EC2 state may have moved since the last (calls, clock, control API).
+        h = self.h
+        with h.lock:
+            h.tick()
+            changes = getattr(h, "changes", None)
+        if changes is not None and changes == self._synced_changes and self._synced_netns == self._netns_id:
+            return
         snap = self.snapshot()
+        self._synced_changes, self._synced_netns = changes, self._netns_id
         self._sync_dns(snap.resolver)
         wanted = snap.by_address()
         for address in [a for a in self.listeners if a != self.public_address and a not in wanted]:

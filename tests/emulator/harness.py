@@ -463,6 +463,9 @@ class Harness:
         }
         self.seed: dict[str, Any] | None = None
         self.dataplane: Any = None  # dataplane.DataPlane when --data-netns is given
+        # Bumped by everything that may change EC2 state (a call other than a Describe, an
+        # endpoint's clock, the control API): the data plane re-reads the state only when it moved.
+        self.changes = 0
         self.reset(seed=seed_topology)
 
     # ------------------------------------------------------------------ state
@@ -626,6 +629,7 @@ class Harness:
                     del self.unsettled[ep_id]
                     continue
                 self._tick_one(be, ep, m, now)
+                self.changes += 1
                 if ep_id not in self.meta or (not m.hold_state and ep.state not in UNSETTLED_STATES):
                     del self.unsettled[ep_id]  # gone, or nothing to do until it is touched again
                 else:
@@ -847,6 +851,8 @@ class Harness:
             except Exception as e:  # noqa: BLE001 - a harness bug must still answer in EC2's format
                 LOG.exception("harness failure in %s", action)
                 response = error_response("InternalError", f"harness: {type(e).__name__}: {e}", 500)
+            if not action.startswith("Describe"):
+                self.changes += 1
         if fault is not None:
             return self._fault_response(fault)
         return response
@@ -1531,6 +1537,9 @@ class Harness:
                 except ValueError:
                     raise ControlError("body must be JSON")
             resp = self._route(req.method, req.path, body if body is not None else {})
+            if req.method != "GET":
+                with self.lock:
+                    self.changes += 1
         except ControlError as e:
             resp = json_response({"error": e.message}, e.status)
         except Exception as e:  # noqa: BLE001 - report, don't kill the server
@@ -1744,6 +1753,10 @@ class Harness:
             "network_interface_ids": list(ep.network_interface_ids),
             "last_error": getattr(ep, "last_error", None),
             "held": bool(m and m.hold_state),
+            # Wall-clock time (Unix seconds) at which the endpoint's pending ends (it was, or
+            # will be, `available` from then on unless held or failed): benchmarks measure how
+            # soon after it the operator noticed.
+            "pending_until": (time.time() + m.pending_until - time.monotonic()) if m else None,
         }
 
     def _endpoint_views(self) -> list[dict[str, Any]]:
