@@ -23,6 +23,13 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 type Triggers<K> = Vec<futures::channel::mpsc::Receiver<K>>;
 
+/// Objects per page of the initial lists (the API server's default page is 500). A page is
+/// held as text and then parsed whole, managedFields and kubectl's annotation included, before
+/// the reflector strips them: with 1000 objects and their ConfigMaps, pages of 500 raised the
+/// restart's peak memory by several MiB over the steady state. Pages of 100 cost a few more
+/// list requests at start (about 20 for 1000 objects) and nothing afterwards.
+const LIST_PAGE: u32 = 100;
+
 /// Runs `stream` (a watch, with its reflector) and hands each object it touches to `n`
 /// receivers, one per controller. The channels are bounded: the watch waits for the
 /// controllers. A receiver that is gone (its controller stopped) is skipped.
@@ -59,7 +66,9 @@ fn watch_config_maps(
             // once, in a tight loop of connection attempts until the API server is back.
             watcher(
                 Api::<ConfigMap>::all(client.clone()),
-                watcher::Config::default().labels(&selector),
+                watcher::Config::default()
+                    .labels(&selector)
+                    .page_size(LIST_PAGE),
             )
             .default_backoff()
             .modify(|cm| {
@@ -86,7 +95,7 @@ fn watch_namespaces(
             writer,
             watcher(
                 Api::<NamespaceMeta>::all(client.clone()),
-                watcher::Config::default(),
+                watcher::Config::default().page_size(LIST_PAGE),
             )
             .default_backoff()
             .modify(|ns| {
@@ -152,7 +161,13 @@ fn controller(api: Api<Guarded>, sources: Sources, concurrency: u16) -> Controll
     let (reader, writer) = reflector::store();
     let objects = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default().any_semantic()).modify(|o| {
+        watcher(
+            api,
+            watcher::Config::default()
+                .any_semantic()
+                .page_size(LIST_PAGE),
+        )
+        .modify(|o| {
             o.managed_fields_mut().clear();
             o.annotations_mut().remove(LAST_APPLIED);
         }),
