@@ -60,6 +60,13 @@ struct Args {
     /// Creates (and deletes) the driver keeps in flight.
     #[arg(long, default_value_t = 32)]
     apply_concurrency: usize,
+    /// Objects created at once while the emulator keeps every new endpoint `pending` for
+    /// --pending-seconds, as real AWS does for a minute or more (0 skips the scenario).
+    #[arg(long, default_value_t = 100)]
+    pending_objects: usize,
+    /// How long the emulator keeps new endpoints pending in that scenario.
+    #[arg(long, default_value_t = 90)]
+    pending_seconds: u64,
     /// Objects created at once with the operator's EC2 limiter on (0 skips the scenario).
     #[arg(long, default_value_t = 20)]
     limiter_objects: usize,
@@ -181,6 +188,32 @@ impl Emulator {
             url,
             http,
         }
+    }
+
+    /// Changes the emulator's lifecycle timings (`/_harness/config`).
+    async fn configure(&self, config: Value) {
+        let resp = self
+            .http
+            .post(format!("{}/_harness/config", self.url))
+            .json(&config)
+            .send()
+            .await
+            .expect("emulator config");
+        assert!(resp.status().is_success(), "emulator config: {resp:?}");
+    }
+
+    /// Every endpoint as the harness sees it (`/_harness/endpoints`).
+    async fn endpoints(&self) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_harness/endpoints", self.url))
+            .send()
+            .await
+            .expect("emulator endpoints")
+            .json()
+            .await
+            .expect("emulator endpoints json");
+        v["endpoints"].as_array().cloned().unwrap_or_default()
     }
 
     async fn calls(&self) -> BTreeMap<String, u64> {
@@ -511,6 +544,8 @@ struct Metrics {
     /// bpl_kube_requests_total by verb and resource.
     kube_by_resource: BTreeMap<String, f64>,
     reconciles: f64,
+    /// bpl_vpc_polls_total (all reasons): the per-VPC describes of poll.rs.
+    vpc_polls: f64,
     /// Sum of the bpl_objects gauges: every object the process has reconciled (and not
     /// forgotten), whatever its Ready status.
     objects: f64,
@@ -555,6 +590,7 @@ impl Metrics {
                     *m.kube_by_resource.entry(key).or_default() += value;
                 }
                 "bpl_reconciles_total" => m.reconciles += value,
+                "bpl_vpc_polls_total" => m.vpc_polls += value,
                 "bpl_objects" => m.objects += value,
                 _ => {}
             }
@@ -576,6 +612,7 @@ impl Metrics {
             kube_requests: sub(&self.kube_requests, &before.kube_requests),
             kube_by_resource: sub(&self.kube_by_resource, &before.kube_by_resource),
             reconciles: self.reconciles - before.reconciles,
+            vpc_polls: self.vpc_polls - before.vpc_polls,
             objects: self.objects - before.objects,
         }
     }
@@ -1206,6 +1243,19 @@ impl Bench {
                 self.args.resync_seconds
             ));
             self.phase_rows(n, &s0, &s1, resyncs, " per resync");
+            // Issue 15: what the drift sweep and the resync cost per minute, for the one VPC.
+            let calls: u64 = minus_calls(&s1.calls, &s0.calls).values().sum();
+            let minutes = elapsed / 60.0;
+            self.report.row(
+                "EC2 calls per minute: per VPC (one VPC) / per object",
+                format!(
+                    "{:.1} / {:.4} ({} VPC polls, drift sweep every 20 s)",
+                    calls as f64 / minutes,
+                    calls as f64 / minutes / n as f64,
+                    s1.after.minus(&s0.after).vpc_polls
+                ),
+                "does not grow with N",
+            );
             self.report.row(
                 "operator CPU",
                 format!(
@@ -1225,6 +1275,10 @@ impl Bench {
                 format!("{still_ready} of {n}"),
                 "",
             );
+        }
+
+        if n >= 1000 || self.args.objects.len() == 1 {
+            self.drift(&api).await;
         }
 
         let op = if self.args.restart {
@@ -1464,6 +1518,170 @@ impl Bench {
         op
     }
 
+    /// Deletes the first object's endpoint out of band (as a person with the console would) and
+    /// follows the object: how long until the operator noticed (the object left Ready, or its
+    /// status names a new endpoint) and until it is Ready again on a replacement.
+    async fn drift(&mut self, api: &Api<BedrockPrivateLink>) {
+        let name = "obj-0000";
+        let endpoint_of = |o: &BedrockPrivateLink| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.endpoints.first())
+                .map(|e| e.vpc_endpoint_id.clone())
+        };
+        let Some(old) = api.get(name).await.ok().as_ref().and_then(endpoint_of) else {
+            self.report.notes.push(format!(
+                "drift: {name} has no endpoint in its status; skipped"
+            ));
+            return;
+        };
+        println!("   drift: deleting {old} ({name}) out of band");
+        self.ec2
+            .delete_vpc_endpoints()
+            .vpc_endpoint_ids(&old)
+            .send()
+            .await
+            .expect("delete endpoint out of band");
+        let t0 = Instant::now();
+        let (mut noticed, mut restored) = (None, None);
+        while restored.is_none() && t0.elapsed() < self.timeout {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(o) = api.get(name).await else { continue };
+            let now = endpoint_of(&o);
+            if noticed.is_none() && (!is_ready(&o) || now.as_deref() != Some(old.as_str())) {
+                noticed = Some(t0.elapsed());
+            }
+            if is_ready(&o) && now.as_deref().is_some_and(|e| e != old) {
+                restored = Some(t0.elapsed());
+            }
+        }
+        let secs = |d: Option<Duration>| {
+            d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+                .unwrap_or_else(|| "never".into())
+        };
+        self.report.row(
+            "endpoint deleted out of band: noticed / Ready on a replacement after",
+            format!("{} / {}", secs(noticed), secs(restored)),
+            "<= 30 s / <= 30 s + AWS's time",
+        );
+    }
+
+    /// Issue 15: N objects at once while every new endpoint stays `pending` for
+    /// --pending-seconds. Waiting must cost per VPC, not per object: the EC2 calls per object
+    /// from create to Ready, and how soon after its endpoint became available each object was
+    /// seen Ready (the emulator says when each endpoint's pending ended).
+    async fn pending(&mut self) {
+        let n = self.args.pending_objects;
+        let secs = self.args.pending_seconds;
+        println!("== {n} objects at once, endpoints pending for {secs} s");
+        self.emulator
+            .configure(json!({"pending_seconds": secs}))
+            .await;
+        let ns = namespace(&self.client, "pending").await;
+        let mut op = self.operator(&ns, false);
+        op.wait_ready(self.timeout).await;
+        let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), &ns);
+        let tracker = Tracker::start(api.clone()).await;
+        let names: Vec<String> = (0..n).map(|i| format!("pend-{i:03}")).collect();
+        let s0 = self.snap(&op).await;
+        let (wall0, inst0) = (std::time::SystemTime::now(), Instant::now());
+        let (applied, all_ready) = self.create_until_ready(&api, &tracker, &ns, &names).await;
+        let s1 = self.snap(&op).await;
+        self.emulator.configure(json!({"pending_seconds": 0})).await;
+        // Each object's endpoint, and when the emulator ended its pending.
+        let until: HashMap<String, f64> = self
+            .emulator
+            .endpoints()
+            .await
+            .iter()
+            .filter_map(|e| Some((e["id"].as_str()?.to_string(), e["pending_until"].as_f64()?)))
+            .collect();
+        let unix = |i: Instant| {
+            (wall0 + (i - inst0))
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        let objects = api.list(&ListParams::default()).await.expect("list");
+        let mut lags: Vec<f64> = {
+            let seen = tracker.seen.lock().unwrap();
+            objects
+                .items
+                .iter()
+                .filter_map(|o| {
+                    let ep = o
+                        .status
+                        .as_ref()?
+                        .endpoints
+                        .first()?
+                        .vpc_endpoint_id
+                        .clone();
+                    Some(unix(*seen.ready_at.get(&o.name_any())?) - until.get(&ep)?)
+                })
+                .collect()
+        };
+        lags.sort_by(f64::total_cmp);
+        self.report.section(&format!(
+            "{n} objects at once, every endpoint pending {secs} s (real AWS: a minute or more)"
+        ));
+        self.report.row(
+            "time until all Ready",
+            format!(
+                "{:.1} s (creates sent in {:.1} s)",
+                all_ready.as_secs_f64(),
+                applied.as_secs_f64()
+            ),
+            "",
+        );
+        self.report.row(
+            "Ready after the endpoint became available: p50 / max",
+            format!(
+                "{:.2} / {:.2} s ({} of {n} objects matched)",
+                percentile(&lags, 50.0),
+                lags.last().copied().unwrap_or(f64::NAN),
+                lags.len()
+            ),
+            "max <= 3 s",
+        );
+        let calls = minus_calls(&s1.calls, &s0.calls);
+        let total: u64 = calls.values().sum();
+        self.report.row(
+            "EC2 calls per object, create to Ready, emulator",
+            format!(
+                "{:.2} in total: {}",
+                total as f64 / n as f64,
+                per_object(&as_f64(&calls), n)
+            ),
+            "<= 7",
+        );
+        let m = s1.after.minus(&s0.after);
+        self.report.row(
+            "VPC polls (bpl_vpc_polls_total) / reconciles per object",
+            format!("{} / {:.2}", m.vpc_polls, m.reconciles / n as f64),
+            "",
+        );
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .expect("delete collection");
+        let ok = tracker
+            .wait(self.timeout, |s| {
+                names.iter().all(|n| s.gone_at.contains_key(n))
+            })
+            .await;
+        let t = Instant::now();
+        let mut left = tagged_left(&self.ec2, &self.vpc_id).await;
+        while left != (0, 0) && t.elapsed() < self.timeout {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            left = tagged_left(&self.ec2, &self.vpc_id).await;
+        }
+        self.report.row(
+            "delete: all gone / left in EC2",
+            format!("{ok} / {} endpoints, {} groups", left.0, left.1),
+            "",
+        );
+        op.stop().await;
+    }
+
     async fn limiter(&mut self) {
         let n = self.args.limiter_objects;
         println!("== {n} objects at once, EC2 limiter on");
@@ -1488,6 +1706,11 @@ impl Bench {
                 took.as_secs_f64()
             ),
             "close to the bucket rate",
+        );
+        self.report.row(
+            "100 objects on real AWS (CreateVpcEndpoint bucket, computed)",
+            format!("{:.0} s at least ((100 - 4) / 0.3)", 96.0 / 0.3),
+            "",
         );
         self.report.row(
             "throttling errors (bpl_ec2_throttles_total)",
@@ -1587,6 +1810,9 @@ async fn run(args: Args) {
     }
     for &n in args.objects.iter().filter(|n| **n > 0) {
         b.bulk(n).await;
+    }
+    if args.pending_objects > 0 {
+        b.pending().await;
     }
     if args.limiter_objects > 0 {
         b.limiter().await;
