@@ -33,8 +33,7 @@ async fn namespace(rig: &Rig, prefix: &str, labels: Value) -> String {
     Api::<Namespace>::all(rig.client.clone())
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
-                .unwrap(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
         )
         .await
         .expect("create namespace");
@@ -118,12 +117,20 @@ async fn ready_in(
 ) -> BedrockPrivateLink {
     let o = converged(rig, ns, name, TIMEOUT).await;
     let st = o.status.as_ref().unwrap();
-    assert_eq!(st.account.as_deref(), Some(account), "{name}: status.account");
+    assert_eq!(
+        st.account.as_deref(),
+        Some(account),
+        "{name}: status.account"
+    );
     assert_eq!(st.region.as_deref(), Some(region), "{name}: status.region");
     assert_eq!(st.vpc_id.as_deref(), Some(vpc_id), "{name}: status.vpcId");
     assert_eq!(st.endpoints.len(), 1, "{name}: one endpoint");
     let e = &st.endpoints[0];
-    assert_eq!(e.account.as_deref(), Some(account), "{name}: endpoint account");
+    assert_eq!(
+        e.account.as_deref(),
+        Some(account),
+        "{name}: endpoint account"
+    );
     assert_eq!(e.region.as_deref(), Some(region), "{name}: endpoint region");
     assert!(
         e.service_name.contains(&format!(".{region}.")),
@@ -163,9 +170,7 @@ async fn refused(rig: &Rig, ns: &str, name: &str, reason: &str, mentions: &[&str
     let uid = o.uid().unwrap();
     eventually(TIMEOUT, &format!("{name}: a {reason} event"), || {
         let uid = uid.clone();
-        async move {
-            (!warning_events(rig, ns, &uid, reason).await.is_empty()).then_some(())
-        }
+        async move { (!warning_events(rig, ns, &uid, reason).await.is_empty()).then_some(()) }
     })
     .await;
     assert!(
@@ -267,7 +272,13 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         }
         s
     };
-    create_bpl(&rig, &ns_b, "b-east", spec(b, None, &b_east, &b_east_subnets)).await;
+    create_bpl(
+        &rig,
+        &ns_b,
+        "b-east",
+        spec(b, None, &b_east, &b_east_subnets),
+    )
+    .await;
     create_bpl(
         &rig,
         &ns_b,
@@ -275,7 +286,13 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         spec(b, Some(&second), &b_west, &b_west_subnets),
     )
     .await;
-    create_bpl(&rig, &ns_c, "c-east", spec(c, None, &c_east, &c_east_subnets)).await;
+    create_bpl(
+        &rig,
+        &ns_c,
+        "c-east",
+        spec(c, None, &c_east, &c_east_subnets),
+    )
+    .await;
     // Refused: a region account B's grant does not list; an account the namespace has no grant
     // for (twice: no grant at all, and a grant for another account); a role whose trust
     // policy refuses the external id.
@@ -286,18 +303,57 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         spec(b, Some("eu-west-1"), &b_east, &b_east_subnets),
     )
     .await;
-    create_bpl(&rig, &ns_none, "none-b", spec(b, None, &b_east, &b_east_subnets)).await;
-    create_bpl(&rig, &ns_c, "c-as-b", spec(b, None, &b_east, &b_east_subnets)).await;
-    create_bpl(&rig, &ns_bad, "bad-b", spec(b, None, &b_east, &b_east_subnets)).await;
+    create_bpl(
+        &rig,
+        &ns_none,
+        "none-b",
+        spec(b, None, &b_east, &b_east_subnets),
+    )
+    .await;
+    create_bpl(
+        &rig,
+        &ns_c,
+        "c-as-b",
+        spec(b, None, &b_east, &b_east_subnets),
+    )
+    .await;
+    create_bpl(
+        &rig,
+        &ns_bad,
+        "bad-b",
+        spec(b, None, &b_east, &b_east_subnets),
+    )
+    .await;
 
     let b_e = ready_in(&rig, &ns_b, "b-east", b, &home_region, &b_east).await;
     let b_w = ready_in(&rig, &ns_b, "b-west", b, &second, &b_west).await;
     let c_e = ready_in(&rig, &ns_c, "c-east", c, &home_region, &c_east).await;
 
-    refused(&rig, &ns_b, "b-eu", "RegionNotAllowed", &["eu-west-1", &grants[0]]).await;
-    refused(&rig, &ns_none, "none-b", "AccountNotGranted", &[b, "Nothing was assumed"]).await;
+    refused(
+        &rig,
+        &ns_b,
+        "b-eu",
+        "RegionNotAllowed",
+        &["eu-west-1", &grants[0]],
+    )
+    .await;
+    refused(
+        &rig,
+        &ns_none,
+        "none-b",
+        "AccountNotGranted",
+        &[b, "Nothing was assumed"],
+    )
+    .await;
     refused(&rig, &ns_c, "c-as-b", "AccountNotGranted", &[b, &grants[1]]).await;
-    refused(&rig, &ns_bad, "bad-b", "AssumeRoleFailed", &["AccessDenied", "externalId"]).await;
+    refused(
+        &rig,
+        &ns_bad,
+        "bad-b",
+        "AssumeRoleFailed",
+        &["AccessDenied", "externalId"],
+    )
+    .await;
     assert!(
         assumed(&rig, &b_role, "AccessDenied").await >= 1,
         "the wrong external id reached STS and was refused"
@@ -306,7 +362,11 @@ async fn two_accounts_and_two_regions_from_one_operator() {
     // to one of the three admitted objects.
     let ours: Vec<String> = [&b_e, &b_w, &c_e]
         .iter()
-        .map(|o| o.status.as_ref().unwrap().endpoints[0].vpc_endpoint_id.clone())
+        .map(|o| {
+            o.status.as_ref().unwrap().endpoints[0]
+                .vpc_endpoint_id
+                .clone()
+        })
         .collect();
     let held = emulator_endpoints(&rig).await;
     let mut held_ids: Vec<&String> = held.keys().collect();
@@ -415,7 +475,10 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         .values()
         .filter_map(Value::as_u64)
         .sum();
-    assert!(faulted > 0, "account C was throttled meanwhile: {throttled}");
+    assert!(
+        faulted > 0,
+        "account C was throttled meanwhile: {throttled}"
+    );
     assert!(
         took < Duration::from_secs(30),
         "account B's object was Ready in {took:?} while account C was throttled"

@@ -917,7 +917,10 @@ fn iam_policy_allows_exactly_the_ec2_calls_in_the_code() {
     // SDK's AssumeRoleProvider, and nothing else of STS needs a permission (GetCallerIdentity
     // needs none).
     let pool = std::fs::read_to_string(repo_root().join("src/aws/pool.rs")).unwrap();
-    assert!(pool.contains("AssumeRoleProvider::builder"), "the pool assumes roles");
+    assert!(
+        pool.contains("AssumeRoleProvider::builder"),
+        "the pool assumes roles"
+    );
     let sts: Vec<&String> = actions.iter().filter(|a| a.starts_with("sts:")).collect();
     assert_eq!(sts, ["sts:AssumeRole"], "STS: AssumeRole only");
     let assume = policy["Statement"]
@@ -926,7 +929,10 @@ fn iam_policy_allows_exactly_the_ec2_calls_in_the_code() {
         .iter()
         .find(|st| st["Action"] == "sts:AssumeRole")
         .unwrap();
-    assert_ne!(assume["Resource"], "*", "AssumeRole only on roles: {assume}");
+    assert_ne!(
+        assume["Resource"], "*",
+        "AssumeRole only on roles: {assume}"
+    );
     actions.remove("sts:AssumeRole");
     for a in &actions {
         assert!(!a.contains('*'), "no wildcard action: {a}");

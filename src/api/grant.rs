@@ -52,7 +52,10 @@ pub struct BedrockPrivateLinkGrantSpec {
     /// Regions the namespaces' objects may use (spec.region), e.g. [us-east-1, eu-west-1], at
     /// most 30. Default: only the operator's own region.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 30), inner(pattern(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")))]
+    #[schemars(
+        length(max = 30),
+        inner(pattern(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub regions: Vec<String>,
 
@@ -94,7 +97,9 @@ fn default_max_endpoints() -> i32 {
 /// An IAM role in another account (or in the operator's own) that the operator assumes with
 /// STS AssumeRole for the objects this grant admits. Its trust policy must admit the
 /// operator's own role (and require externalId if one is set here); see docs/install.md.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountAccess {
     /// The role to assume, e.g. arn:aws:iam::111122223333:role/bedrock-privatelink. Its
@@ -219,7 +224,10 @@ mod tests {
             "roleArn": "arn:aws:iam::111122223333:role/path/bpl"}))
         .unwrap();
         assert_eq!(a.account_id(), "111122223333");
-        assert_eq!(account_of_arn("arn:aws-us-gov:iam::210987654321:role/x"), Some("210987654321"));
+        assert_eq!(
+            account_of_arn("arn:aws-us-gov:iam::210987654321:role/x"),
+            Some("210987654321")
+        );
         assert_eq!(account_of_arn("arn:aws:iam::12345:role/x"), None);
         assert_eq!(account_of_arn("not an arn"), None);
     }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::sdk::{Ec2Options, Limiter, SdkEc2};
 use super::Ec2;
+use super::sdk::{Ec2Options, Limiter, SdkEc2};
 use crate::api::grant::AccountAccess;
 use crate::telemetry::Metrics;
 
@@ -49,8 +49,11 @@ pub fn limiter_key(account: Option<&str>, region: &str) -> (String, String) {
 
 /// Makes the client of a target (the SDK's, or a test's).
 pub trait Connect: Send + Sync {
-    fn connect<'a>(&'a self, target: &'a Target, limiter: Option<Arc<Limiter>>)
-    -> BoxFuture<'a, Ec2>;
+    fn connect<'a>(
+        &'a self,
+        target: &'a Target,
+        limiter: Option<Arc<Limiter>>,
+    ) -> BoxFuture<'a, Ec2>;
 }
 
 /// See the module doc.
@@ -174,8 +177,13 @@ impl Ec2Pool {
                 api: self.home.api.clone(),
             },
             Some(connect) => {
-                let limiter = self.rate_limit.then(|| self.limiter(account.as_deref(), &target.region));
-                connect.connect(target, limiter).await
+                let limiter = self
+                    .rate_limit
+                    .then(|| self.limiter(account.as_deref(), &target.region));
+                let mut c = connect.connect(target, limiter).await;
+                // The operator's own account in another region is known here, not there.
+                c.account = account;
+                c
             }
         };
         tracing::info!(region = %target.region, account = client.account.as_deref().unwrap_or("self"), role = target.role.as_ref().map(|r| r.role_arn.as_str()).unwrap_or("(own credentials)"), "new EC2 client");
@@ -194,7 +202,7 @@ impl Ec2Pool {
     }
 
     /// Clients made so far (the home client not counted).
-    pub async fn len(&self) -> usize {
+    pub async fn clients_made(&self) -> usize {
         self.clients.lock().await.len()
     }
 }
@@ -214,12 +222,7 @@ fn sts_allowed(opts: &Ec2Options) -> bool {
 /// not answer within a few seconds: the status then shows no account for its own objects.
 async fn caller_account(sts: &aws_config::SdkConfig) -> Option<String> {
     let client = aws_sdk_sts::Client::new(sts);
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get_caller_identity().send(),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_secs(10), client.get_caller_identity().send()).await {
         Ok(Ok(out)) => out.account().map(str::to_string),
         Ok(Err(e)) => {
             tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "GetCallerIdentity failed: the operator's own account is unknown");
@@ -307,7 +310,9 @@ impl Connect for SdkConnect {
 struct NoSts;
 
 impl aws_credential_types::provider::ProvideCredentials for NoSts {
-    fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
     where
         Self: 'a,
     {
@@ -399,7 +404,7 @@ mod tests {
         let own_west = pool.client(&t(None, "us-west-2")).await;
         assert_eq!(own_west.account.as_deref(), Some("123456789012"));
         assert_eq!(counting.made.load(Ordering::SeqCst), 4);
-        assert_eq!(pool.len().await, 4);
+        assert_eq!(pool.clients_made().await, 4);
         // Limiters: per (account, region), not per role or client.
         let made = counting.limiters.lock().unwrap().clone();
         let limiter_of = |target: &Target| {
@@ -412,9 +417,18 @@ mod tests {
         let b_west = limiter_of(&t(Some(&b), "us-west-2"));
         let b2_east = limiter_of(&t(Some(&b_other_role), "us-east-1"));
         let own_west = limiter_of(&t(None, "us-west-2"));
-        assert!(Arc::ptr_eq(&b_east, &b2_east), "two roles of one account share its bucket");
-        assert!(!Arc::ptr_eq(&b_east, &b_west), "regions have buckets of their own");
-        assert!(!Arc::ptr_eq(&own_west, &b_west), "accounts have buckets of their own");
+        assert!(
+            Arc::ptr_eq(&b_east, &b2_east),
+            "two roles of one account share its bucket"
+        );
+        assert!(
+            !Arc::ptr_eq(&b_east, &b_west),
+            "regions have buckets of their own"
+        );
+        assert!(
+            !Arc::ptr_eq(&own_west, &b_west),
+            "accounts have buckets of their own"
+        );
         assert!(Arc::ptr_eq(
             &pool.limiter(Some("123456789012"), &home.region),
             &home_limiter
@@ -427,13 +441,22 @@ mod tests {
             role: Some(role("arn:aws:iam::210987654321:role/x")),
             region: "eu-west-1".into(),
         };
-        assert_eq!(t.account(Some("123456789012")).as_deref(), Some("210987654321"));
+        assert_eq!(
+            t.account(Some("123456789012")).as_deref(),
+            Some("210987654321")
+        );
         let own = Target {
             role: None,
             region: "eu-west-1".into(),
         };
-        assert_eq!(own.account(Some("123456789012")).as_deref(), Some("123456789012"));
+        assert_eq!(
+            own.account(Some("123456789012")).as_deref(),
+            Some("123456789012")
+        );
         assert_eq!(own.account(None), None);
-        assert_eq!(limiter_key(None, "r"), ("self".to_string(), "r".to_string()));
+        assert_eq!(
+            limiter_key(None, "r"),
+            ("self".to_string(), "r".to_string())
+        );
     }
 }

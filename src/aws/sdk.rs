@@ -66,7 +66,10 @@ fn map_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
 /// operator assume the role (trust policy, external id), or could not be reached. Found in the
 /// error's source chain (the SDK's identity cache wraps the AssumeRoleProvider's error), by
 /// type: the STS error's own code, never its text.
-fn credentials_failure(operation: &'static str, err: &(dyn std::error::Error + 'static)) -> Option<AwsError> {
+fn credentials_failure(
+    operation: &'static str,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<AwsError> {
     type StsError = aws_sdk_sts::error::SdkError<
         aws_sdk_sts::operation::assume_role::AssumeRoleError,
         aws_smithy_runtime_api::http::Response,

@@ -683,13 +683,7 @@ async fn check_path(
 
 /// Hands what this reconcile concluded to the VPC's poller, which triggers the object again
 /// when its endpoints change (turn available, fail, vanish, drift).
-fn watch(
-    obj: &BedrockPrivateLink,
-    ctx: &Scoped<'_>,
-    c: &Converged,
-    waiting: bool,
-    since: Instant,
-) {
+fn watch(obj: &BedrockPrivateLink, ctx: &Scoped<'_>, c: &Converged, waiting: bool, since: Instant) {
     let uid = obj.uid().unwrap_or_default();
     let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
     ctx.poller.register(

@@ -291,7 +291,9 @@ impl Poller {
             triggered: false,
         };
         let key = ec2.key(vpc_id);
-        let (new_vpc, wake) = self.insert(uid, &key, expected, || Vpc::new(&self.timing, ec2.clone(), vpc_id));
+        let (new_vpc, wake) = self.insert(uid, &key, expected, || {
+            Vpc::new(&self.timing, ec2.clone(), vpc_id)
+        });
         if new_vpc {
             self.spawn(key);
         }

@@ -299,7 +299,7 @@ async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
     converged(&o, &ctx).await;
     fake.settle();
     let id = fake.with(|w| w.groups.keys().next().cloned().expect("a group"));
-    let deletion = delete_owned_group(&ctx, &o, &id, "")
+    let deletion = delete_owned_group(&ctx.scoped(ctx.home().clone()), &o, &id, "")
         .await
         .expect("no error");
     assert_eq!(deletion, GroupDeletion::InUse);
@@ -307,9 +307,15 @@ async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
     assert!(!reasons(&ctx).contains(&"SecurityGroupDeleted".to_string()));
     fake.with(|w| w.endpoints.clear());
     fake.inject("DeleteSecurityGroup", ErrorCode::UnauthorizedOperation);
-    let refused = delete_owned_group(&ctx, &o, &id, "").await;
+    let refused = delete_owned_group(&ctx.scoped(ctx.home().clone()), &o, &id, "").await;
     assert!(matches!(refused, Err(Error::Aws(_))), "{refused:?}");
-    let deletion = delete_owned_group(&ctx, &o, &id, " (no longer used)").await;
+    let deletion = delete_owned_group(
+        &ctx.scoped(ctx.home().clone()),
+        &o,
+        &id,
+        " (no longer used)",
+    )
+    .await;
     assert_eq!(deletion.expect("no error"), GroupDeletion::Deleted);
     assert!(fake.with(|w| w.groups.is_empty()));
     let note = ctx
@@ -320,7 +326,7 @@ async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
         .find(|(r, _)| r == "SecurityGroupDeleted")
         .map(|(_, n)| n.clone());
     assert_eq!(note, Some(format!("deleted {id} (no longer used)")));
-    let deletion = delete_owned_group(&ctx, &o, &id, "").await;
+    let deletion = delete_owned_group(&ctx.scoped(ctx.home().clone()), &o, &id, "").await;
     assert_eq!(deletion.expect("no error"), GroupDeletion::Gone);
 }
 
@@ -545,7 +551,11 @@ async fn another_account_or_region_is_refused_before_any_call() {
     let ctx = context(&fake);
     let cases = [
         (
-            object("acct", "team", serde_json::json!({"account": "111111111111"})),
+            object(
+                "acct",
+                "team",
+                serde_json::json!({"account": "111111111111"}),
+            ),
             "AccountNotGranted",
         ),
         (
@@ -565,13 +575,21 @@ async fn another_account_or_region_is_refused_before_any_call() {
         Err(Failure::Invalid(i)) => assert_eq!(i.reason, "VpcRequired", "{}", i.message),
         _ => panic!("refused"),
     }
-    let mut no_subnets = object("nosub", "team", serde_json::json!({"account": "111111111111"}));
+    let mut no_subnets = object(
+        "nosub",
+        "team",
+        serde_json::json!({"account": "111111111111"}),
+    );
     no_subnets.spec.subnets = None;
     match converge(&no_subnets, &ctx).await {
         Err(Failure::Invalid(i)) => assert_eq!(i.reason, "SubnetsRequired", "{}", i.message),
         _ => panic!("refused"),
     }
-    assert_eq!(fake.with(|w| w.calls.len()), 0, "no EC2 call for refused objects");
+    assert_eq!(
+        fake.with(|w| w.calls.len()),
+        0,
+        "no EC2 call for refused objects"
+    );
     // The operator's own account named explicitly is its own.
     let mut home = ctx.home().clone();
     home.account = Some("123456789012".into());
@@ -581,7 +599,11 @@ async fn another_account_or_region_is_refused_before_any_call() {
         Arc::new(Metrics::default()),
         Config::default(),
     );
-    let own = object("own", "team", serde_json::json!({"account": "123456789012"}));
+    let own = object(
+        "own",
+        "team",
+        serde_json::json!({"account": "123456789012"}),
+    );
     let c = converged(&own, &ctx).await;
     assert!(!c.applied.endpoints.is_empty());
 }

@@ -21,8 +21,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use super::{Ask, Grant, Home};
-use crate::aws::Target;
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant, DeletionPolicy};
+use crate::aws::Target;
 use crate::reconcile::validate::Invalid;
 use crate::reconcile::{Context, Error};
 

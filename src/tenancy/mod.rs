@@ -873,19 +873,79 @@ mod tests {
             ns("team-own", &[]),
             ns("team-x", &[]),
         );
-        type Case<'a> = (&'a str, &'a Namespace, Ask, Result<Option<&'a str>, &'a str>);
+        type Case<'a> = (
+            &'a str,
+            &'a Namespace,
+            Ask,
+            Result<Option<&'a str>, &'a str>,
+        );
         let cases: Vec<Case> = vec![
-            ("B in its first region", &nb, in_account(Some(B), "us-east-1"), Ok(Some(B))),
-            ("B in its second region", &nb, in_account(Some(B), "us-west-2"), Ok(Some(B))),
-            ("B in a region not listed", &nb, in_account(Some(B), "eu-west-1"), Err(REGION_NOT_ALLOWED)),
-            ("C, not granted to team-b", &nb, in_account(Some(C), "us-east-1"), Err(ACCOUNT_NOT_GRANTED)),
-            ("team-b's own account: its grant names B only", &nb, in_account(None, "us-east-1"), Err(ACCOUNT_NOT_GRANTED)),
-            ("C by label, its default region", &nc, in_account(Some(C), "us-east-1"), Ok(Some(C))),
-            ("C outside the operator's region", &nc, in_account(Some(C), "us-west-2"), Err(REGION_NOT_ALLOWED)),
-            ("own account, another region", &nown, in_account(None, "us-west-2"), Ok(None)),
-            ("own account: the home region is not listed", &nown, in_account(None, "us-east-1"), Err(REGION_NOT_ALLOWED)),
-            ("no grant: no other account", &nobody, in_account(Some(B), "us-east-1"), Err(ACCOUNT_NOT_GRANTED)),
-            ("no grant: no other region", &nobody, ask(None, false, InvokeOnly, 1).with_region("us-west-2"), Err(REGION_NOT_ALLOWED)),
+            (
+                "B in its first region",
+                &nb,
+                in_account(Some(B), "us-east-1"),
+                Ok(Some(B)),
+            ),
+            (
+                "B in its second region",
+                &nb,
+                in_account(Some(B), "us-west-2"),
+                Ok(Some(B)),
+            ),
+            (
+                "B in a region not listed",
+                &nb,
+                in_account(Some(B), "eu-west-1"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+            (
+                "C, not granted to team-b",
+                &nb,
+                in_account(Some(C), "us-east-1"),
+                Err(ACCOUNT_NOT_GRANTED),
+            ),
+            (
+                "team-b's own account: its grant names B only",
+                &nb,
+                in_account(None, "us-east-1"),
+                Err(ACCOUNT_NOT_GRANTED),
+            ),
+            (
+                "C by label, its default region",
+                &nc,
+                in_account(Some(C), "us-east-1"),
+                Ok(Some(C)),
+            ),
+            (
+                "C outside the operator's region",
+                &nc,
+                in_account(Some(C), "us-west-2"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+            (
+                "own account, another region",
+                &nown,
+                in_account(None, "us-west-2"),
+                Ok(None),
+            ),
+            (
+                "own account: the home region is not listed",
+                &nown,
+                in_account(None, "us-east-1"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+            (
+                "no grant: no other account",
+                &nobody,
+                in_account(Some(B), "us-east-1"),
+                Err(ACCOUNT_NOT_GRANTED),
+            ),
+            (
+                "no grant: no other region",
+                &nobody,
+                ask(None, false, InvokeOnly, 1).with_region("us-west-2"),
+                Err(REGION_NOT_ALLOWED),
+            ),
         ];
         for (name, n, a, want) in cases {
             match (want, admit(&a, &[], n, &grants, &cluster())) {
@@ -899,17 +959,58 @@ mod tests {
             }
         }
         // The admitting grant's role, external id included, is what the operator assumes.
-        let adm = admit(&in_account(Some(B), "us-west-2"), &[], &nb, &grants, &cluster()).unwrap();
+        let adm = admit(
+            &in_account(Some(B), "us-west-2"),
+            &[],
+            &nb,
+            &grants,
+            &cluster(),
+        )
+        .unwrap();
         let role = adm.account.unwrap();
         assert_eq!(role.role_arn, format!("arn:aws:iam::{B}:role/bpl"));
         assert_eq!(role.external_id.as_deref(), Some("x1"));
         // Messages name the account or region, the grant, and what to change.
-        let r = admit(&in_account(Some(C), "us-east-1"), &[], &nb, &grants, &cluster()).unwrap_err();
-        assert!(r.message.contains(&format!("account {C} is not granted to namespace team-b")), "{}", r.message);
-        assert!(r.message.contains(&format!("BedrockPrivateLinkGrant b grants only account {B}")), "{}", r.message);
-        let r = admit(&in_account(Some(B), "eu-west-1"), &[], &nb, &grants, &cluster()).unwrap_err();
-        assert!(r.message.contains("region eu-west-1 is not allowed"), "{}", r.message);
-        assert!(r.message.contains("allows only us-east-1, us-west-2 (spec.regions)"), "{}", r.message);
+        let r = admit(
+            &in_account(Some(C), "us-east-1"),
+            &[],
+            &nb,
+            &grants,
+            &cluster(),
+        )
+        .unwrap_err();
+        assert!(
+            r.message
+                .contains(&format!("account {C} is not granted to namespace team-b")),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains(&format!(
+                "BedrockPrivateLinkGrant b grants only account {B}"
+            )),
+            "{}",
+            r.message
+        );
+        let r = admit(
+            &in_account(Some(B), "eu-west-1"),
+            &[],
+            &nb,
+            &grants,
+            &cluster(),
+        )
+        .unwrap_err();
+        assert!(
+            r.message.contains("region eu-west-1 is not allowed"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message
+                .contains("allows only us-east-1, us-west-2 (spec.regions)"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
@@ -917,8 +1018,24 @@ mod tests {
         let own_west = grant(serde_json::json!({"name": "w", "spec": {
             "namespaces": {"names": ["t"]}, "regions": ["us-east-1", "us-west-2"]}}));
         let t = ns("t", &[]);
-        assert!(admit(&plain(), &[], &t, std::slice::from_ref(&own_west), &cluster()).is_ok());
-        let r = admit(&plain().with_region("us-west-2"), &[], &t, &[own_west], &cluster()).unwrap_err();
+        assert!(
+            admit(
+                &plain(),
+                &[],
+                &t,
+                std::slice::from_ref(&own_west),
+                &cluster()
+            )
+            .is_ok()
+        );
+        let r = admit(
+            &plain().with_region("us-west-2"),
+            &[],
+            &t,
+            &[own_west],
+            &cluster(),
+        )
+        .unwrap_err();
         assert_eq!(r.reason, VPC_NOT_ALLOWED, "{}", r.message);
     }
 
@@ -933,7 +1050,10 @@ mod tests {
         };
         let a = Ask::of(&spec(serde_json::json!({"account": "123456789012"})), &home);
         assert_eq!((a.account, a.home_region), (None, true));
-        let a = Ask::of(&spec(serde_json::json!({"account": B, "region": "us-west-2"})), &home);
+        let a = Ask::of(
+            &spec(serde_json::json!({"account": B, "region": "us-west-2"})),
+            &home,
+        );
         assert_eq!(a.account.as_deref(), Some(B));
         assert_eq!((a.region.as_str(), a.home_region), ("us-west-2", false));
         let a = Ask::of(&spec(serde_json::json!({"region": "us-east-1"})), &home);
