@@ -458,6 +458,21 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         json!({"action": "*", "error": "RequestLimitExceeded", "account": c}),
     )
     .await;
+    // Account C's resyncs and VPC polls (every few seconds) now fail.
+    let faulted = || async {
+        let calls = rig.harness("GET", "calls", Value::Null).await;
+        calls["faulted"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(Value::as_u64)
+            .sum::<u64>()
+    };
+    eventually(TIMEOUT, "account C throttled", || async {
+        (faulted().await > 0).then_some(())
+    })
+    .await;
+    let c_throttled = faulted().await;
     let started = std::time::Instant::now();
     create_bpl(
         &rig,
@@ -468,16 +483,10 @@ async fn two_accounts_and_two_regions_from_one_operator() {
     .await;
     ready_in(&rig, &ns_b, "b-late", b, &second, &b_west).await;
     let took = started.elapsed();
-    let throttled = rig.harness("GET", "calls", Value::Null).await;
-    let faulted: u64 = throttled["faulted"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(Value::as_u64)
-        .sum();
+    let by_scope = rig.harness("GET", "calls/by-scope", Value::Null).await;
     assert!(
-        faulted > 0,
-        "account C was throttled meanwhile: {throttled}"
+        faulted().await > c_throttled,
+        "account C was still throttled meanwhile: {by_scope}"
     );
     assert!(
         took < Duration::from_secs(30),
