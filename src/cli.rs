@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::aws::{Ec2, Ec2Options};
+use crate::aws::{Ec2Options, Ec2Pool};
 use crate::reconcile::{self, Config, Context};
 use crate::telemetry::{self, Health, Metrics};
 
@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// EC2 endpoint override (an emulator in tests). AWS_ENDPOINT_URL_EC2 works too.
     #[arg(long, env = "BPL_EC2_ENDPOINT_URL")]
     pub ec2_endpoint_url: Option<String>,
+    /// STS endpoint override (an emulator in tests), for AssumeRole into granted accounts and
+    /// GetCallerIdentity. AWS_ENDPOINT_URL_STS works too. While EC2 goes to an override and STS
+    /// has none, the operator never calls STS (a test rig never reaches AWS).
+    #[arg(long, env = "BPL_STS_ENDPOINT_URL")]
+    pub sts_endpoint_url: Option<String>,
     /// Namespaces to watch, comma separated; empty: all.
     #[arg(long, env = "BPL_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -166,17 +171,18 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             metrics.clone(),
         ))
         .build();
-    let ec2 = Ec2::connect(
+    let ec2 = Ec2Pool::connect(
         Ec2Options {
             region: args.region.clone(),
             endpoint_url: args.ec2_endpoint_url.clone(),
+            sts_endpoint_url: args.sts_endpoint_url.clone(),
             rate_limit: args.ec2_rate_limit,
             max_attempts: args.ec2_max_attempts.max(1),
         },
         metrics.clone(),
     )
     .await;
-    tracing::info!(region = %ec2.region, rate_limit = args.ec2_rate_limit, "starting");
+    tracing::info!(region = %ec2.home().region, account = ec2.home().account.as_deref().unwrap_or("unknown"), rate_limit = args.ec2_rate_limit, "starting");
     let config = Config {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         pending_requeue: Duration::from_millis(args.pending_requeue_ms.max(50)),

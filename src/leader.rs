@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::aws::Ec2;
+use crate::aws::Ec2Pool;
 use crate::cli::RunArgs;
 use crate::reconcile::{self, Config, Context};
 use crate::telemetry::{Health, Metrics};
 
 pub async fn run_with_lease(
     client: kube::Client,
-    ec2: Ec2,
+    ec2: Ec2Pool,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     config: Config,

@@ -574,7 +574,8 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
         RuntimeCase {
             name: "region-mismatch",
             spec: at(&a, json!({"region": "eu-west-1"})),
-            reason: "RegionMismatch",
+            // Issue 17: another region is a tenancy rule (no grant lists eu-west-1).
+            reason: "RegionNotAllowed",
             says: "eu-west-1".into(),
         },
         RuntimeCase {
@@ -684,7 +685,7 @@ async fn bad_input_is_refused_at_apply_or_reported_and_nothing_is_created() {
     }
     for (object, reason) in [
         ("vpc-nonexistent", "VpcNotFound"),
-        ("region-mismatch", "RegionMismatch"),
+        ("region-mismatch", "RegionNotAllowed"),
     ] {
         let o = rig.bpls(&ns).get(object).await.unwrap();
         let got = condition(&o, "Ready").map(|c| c.reason.clone());

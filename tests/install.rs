@@ -913,9 +913,30 @@ fn iam_policy_allows_exactly_the_ec2_calls_in_the_code() {
         }
         actions.extend(here);
     }
+    // Other accounts (issue 17): the roles of BedrockPrivateLinkGrants are assumed through the
+    // SDK's AssumeRoleProvider, and nothing else of STS needs a permission (GetCallerIdentity
+    // needs none).
+    let pool = std::fs::read_to_string(repo_root().join("src/aws/pool.rs")).unwrap();
+    assert!(
+        pool.contains("AssumeRoleProvider::builder"),
+        "the pool assumes roles"
+    );
+    let sts: Vec<&String> = actions.iter().filter(|a| a.starts_with("sts:")).collect();
+    assert_eq!(sts, ["sts:AssumeRole"], "STS: AssumeRole only");
+    let assume = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["Action"] == "sts:AssumeRole")
+        .unwrap();
+    assert_ne!(
+        assume["Resource"], "*",
+        "AssumeRole only on roles: {assume}"
+    );
+    actions.remove("sts:AssumeRole");
     for a in &actions {
         assert!(!a.contains('*'), "no wildcard action: {a}");
-        assert!(a.starts_with("ec2:"), "only EC2: {a}");
+        assert!(a.starts_with("ec2:"), "only EC2 and sts:AssumeRole: {a}");
     }
     let missing: Vec<_> = called
         .iter()

@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_ENDPOINTS_PER_NAMESPACE: u32 = 5;
     shortname = "bplgrant",
     printcolumn = r#"{"name":"Namespaces","type":"string","jsonPath":".spec.namespaces.names"}"#,
     printcolumn = r#"{"name":"Selector","type":"string","jsonPath":".spec.namespaces.selector.matchLabels"}"#,
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.account.roleArn"}"#,
+    printcolumn = r#"{"name":"Regions","type":"string","jsonPath":".spec.regions"}"#,
     printcolumn = r#"{"name":"VPCs","type":"string","jsonPath":".spec.vpcs.ids"}"#,
     printcolumn = r#"{"name":"PrivateDNS","type":"boolean","jsonPath":".spec.privateDns"}"#,
     printcolumn = r#"{"name":"MaxEndpoints","type":"integer","jsonPath":".spec.maxEndpointsPerNamespace"}"#,
@@ -41,7 +43,25 @@ pub struct BedrockPrivateLinkGrantSpec {
     /// The namespaces this grant applies to: those named, and those the selector matches.
     pub namespaces: NamespaceSelection,
 
-    /// VPCs the namespaces may place endpoints in. Default: only the cluster's own VPC.
+    /// The AWS account the namespaces' objects may use, by the IAM role the operator assumes
+    /// in it. Default: none, the operator's own credentials (its own account). An object picks
+    /// an account with its spec.account (the 12-digit id of this role's account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountAccess>,
+
+    /// Regions the namespaces' objects may use (spec.region), e.g. [us-east-1, eu-west-1], at
+    /// most 30. Default: only the operator's own region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 30),
+        inner(pattern(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub regions: Vec<String>,
+
+    /// VPCs the namespaces may place endpoints in. Default: only the cluster's own VPC. The
+    /// cluster's VPC is in the operator's own account and region: with account, or a region
+    /// other than the operator's, name the VPCs (ids) or allow any.
     #[serde(default)]
     pub vpcs: VpcRules,
 
@@ -72,6 +92,46 @@ fn default_presets() -> Vec<PolicyPreset> {
 
 fn default_max_endpoints() -> i32 {
     DEFAULT_MAX_ENDPOINTS_PER_NAMESPACE as i32
+}
+
+/// An IAM role in another account (or in the operator's own) that the operator assumes with
+/// STS AssumeRole for the objects this grant admits. Its trust policy must admit the
+/// operator's own role (and require externalId if one is set here); see docs/install.md.
+#[derive(
+    KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountAccess {
+    /// The role to assume, e.g. arn:aws:iam::111122223333:role/bedrock-privatelink. Its
+    /// account is the account of the endpoints.
+    #[schemars(
+        length(max = 2048),
+        pattern(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+    )]
+    pub role_arn: String,
+    /// The external id the role's trust policy requires (sts:ExternalId), 2 to 1224
+    /// characters. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1224), pattern(r"^[A-Za-z0-9+=,.@:/_-]+$"))]
+    pub external_id: Option<String>,
+    /// The role session name (CloudTrail shows it), 2 to 64 characters. Default:
+    /// bedrock-privatelink-operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 64), pattern(r"^[A-Za-z0-9+=,.@_-]+$"))]
+    pub session_name: Option<String>,
+}
+
+impl AccountAccess {
+    /// The 12-digit account id of the role.
+    pub fn account_id(&self) -> &str {
+        account_of_arn(&self.role_arn).unwrap_or_default()
+    }
+}
+
+/// The account id of an IAM ARN (`arn:aws:iam::111122223333:role/x` -> `111122223333`).
+pub fn account_of_arn(arn: &str) -> Option<&str> {
+    let account = arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
@@ -136,6 +196,7 @@ mod tests {
         assert_eq!(spec.vpcs, VpcRules::default());
         assert!(spec.vpcs.cluster_vpc && !spec.vpcs.any);
         assert!(!spec.private_dns);
+        assert!(spec.account.is_none() && spec.regions.is_empty());
         assert_eq!(
             spec.policy_presets,
             vec![PolicyPreset::InvokeOnly, PolicyPreset::ReadOnly]
@@ -154,5 +215,20 @@ mod tests {
         assert!(text.contains("x-kubernetes-validations"), "{text}");
         assert!(text.contains("\"matchExpressions\""), "{text}");
         assert!(text.contains("\"default\":5"), "{text}");
+        assert!(text.contains("roleArn"), "{text}");
+    }
+
+    #[test]
+    fn the_account_of_a_role_is_in_its_arn() {
+        let a: AccountAccess = serde_json::from_value(serde_json::json!({
+            "roleArn": "arn:aws:iam::111122223333:role/path/bpl"}))
+        .unwrap();
+        assert_eq!(a.account_id(), "111122223333");
+        assert_eq!(
+            account_of_arn("arn:aws-us-gov:iam::210987654321:role/x"),
+            Some("210987654321")
+        );
+        assert_eq!(account_of_arn("arn:aws:iam::12345:role/x"), None);
+        assert_eq!(account_of_arn("not an arn"), None);
     }
 }

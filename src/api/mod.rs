@@ -30,6 +30,8 @@ pub const FINALIZER: &str = "bedrock.privatelink.io/cleanup";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"PrivatePath","type":"string","jsonPath":".status.conditions[?(@.type==\"PrivatePathVerified\")].reason"}"#,
+    printcolumn = r#"{"name":"Account","type":"string","priority":1,"jsonPath":".status.account"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","priority":1,"jsonPath":".status.region"}"#,
     printcolumn = r#"{"name":"VPC","type":"string","jsonPath":".status.vpcId"}"#,
     printcolumn = r#"{"name":"Endpoints","type":"string","jsonPath":".status.endpoints[*].vpcEndpointId"}"#,
     printcolumn = r#"{"name":"DNS","type":"string","priority":1,"jsonPath":".status.endpoints[*].dnsNames[0]"}"#,
@@ -38,10 +40,22 @@ pub const FINALIZER: &str = "bedrock.privatelink.io/cleanup";
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.vpcId) == has(oldSelf.vpcId) && (!has(self.vpcId) || self.vpcId == oldSelf.vpcId)").message("spec.vpcId is immutable: endpoints cannot move between VPCs; create a new object instead"))]
 #[x_kube(validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable; create a new object instead"))]
+#[x_kube(validation = Rule::new("has(self.account) == has(oldSelf.account) && (!has(self.account) || self.account == oldSelf.account)").message("spec.account is immutable: endpoints cannot move between accounts; create a new object instead"))]
+#[x_kube(validation = Rule::new("!has(self.account) || (has(self.vpcId) && has(self.subnets))").message("spec.account needs spec.vpcId and spec.subnets: the cluster's VPC and Nodes are in the operator's own account"))]
 pub struct BedrockPrivateLinkSpec {
+    /// AWS account of the endpoints (12 digits), e.g. 111122223333. Default: the operator's own
+    /// account. Another account must be granted to the object's namespace by a
+    /// BedrockPrivateLinkGrant whose account.roleArn is a role of that account (Ready=False,
+    /// reason AccountNotGranted, otherwise); needs spec.vpcId and spec.subnets. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]{12}$"))]
+    pub account: Option<String>,
+
     /// AWS region of the endpoints, e.g. us-east-1. Default: the operator's region (chart value
-    /// aws.region). Must be the region of the VPC: an interface endpoint lives in its VPC's
-    /// region. Immutable: to move, create a new object.
+    /// aws.region). Another region must be listed in the regions of a BedrockPrivateLinkGrant
+    /// that selects the object's namespace (Ready=False, reason RegionNotAllowed, otherwise),
+    /// and then needs spec.vpcId and spec.subnets. Must be the region of the VPC: an interface
+    /// endpoint lives in its VPC's region. Immutable: to move, create a new object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"))]
     pub region: Option<String>,
@@ -281,6 +295,9 @@ pub struct BedrockPrivateLinkStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// AWS account the endpoints are in (12 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// AWS region the endpoints are in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -319,6 +336,12 @@ pub struct EndpointStatus {
     pub service_name: String,
     /// The interface endpoint's id (vpce-...).
     pub vpc_endpoint_id: String,
+    /// AWS account the endpoint is in (12 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// AWS region the endpoint is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// The endpoint's state as EC2 reports it: pendingAcceptance, pending, available,
     /// deleting, deleted, rejected, failed or expired. Only available serves traffic; failed,
     /// rejected and expired do not recover (Ready=False, reason EndpointFailed).
@@ -456,7 +479,7 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(preset.contains("InvokeOnly (default)"), "{preset}");
-        for immutable in ["vpcId", "region"] {
+        for immutable in ["vpcId", "region", "account"] {
             let d = spec[immutable]["description"].as_str().unwrap();
             assert!(d.contains("Immutable"), "{immutable}: {d}");
         }

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     InvalidServiceName,
     /// DeleteVpcEndpoints answered 200 with unsuccessful items (other than "not found").
     Unsuccessful,
+    /// The request never left: STS would not let the operator assume the account's role
+    /// (trust policy, external id) or could not be reached.
+    AssumeRoleFailed,
+    /// The request's credentials (an assumed role's session) had expired.
+    SessionExpired,
     /// No answer: timeout, connection failure, unreadable response.
     Transport(&'static str),
     Other(String),
@@ -77,6 +82,8 @@ impl ErrorCode {
             "DuplicateSubnetsInSameZone" => DuplicateSubnetsInSameZone,
             "InvalidServiceName" => InvalidServiceName,
             "Unsuccessful" => Unsuccessful,
+            "AssumeRoleFailed" => AssumeRoleFailed,
+            "ExpiredToken" | "ExpiredTokenException" => SessionExpired,
             other => Other(other.to_string()),
         }
     }
@@ -108,6 +115,8 @@ impl ErrorCode {
             DuplicateSubnetsInSameZone => "DuplicateSubnetsInSameZone",
             InvalidServiceName => "InvalidServiceName",
             Unsuccessful => "Unsuccessful",
+            AssumeRoleFailed => "AssumeRoleFailed",
+            SessionExpired => "ExpiredToken",
             Transport(kind) => kind,
             Other(code) => code,
         }
@@ -158,6 +167,8 @@ impl AwsError {
             DependencyViolation => ErrorKind::InUse,
             IncorrectState | RequestLimitExceeded | InternalError | ServiceUnavailable
             | Transport(_) => ErrorKind::Retry,
+            // A trust policy fixed, a session refreshed: retried with backoff.
+            AssumeRoleFailed | SessionExpired => ErrorKind::Retry,
             UnauthorizedOperation
             | VpcEndpointLimitExceeded
             | SecurityGroupLimitExceeded
@@ -174,6 +185,15 @@ impl AwsError {
                 Some(s) if (400..500).contains(&s) => ErrorKind::Terminal,
                 _ => ErrorKind::Retry,
             },
+        }
+    }
+
+    /// The condition reason of a failure of the account's credentials, if it is one.
+    pub fn credentials_reason(&self) -> Option<&'static str> {
+        match self.code {
+            ErrorCode::AssumeRoleFailed => Some("AssumeRoleFailed"),
+            ErrorCode::SessionExpired => Some("SessionExpired"),
+            _ => None,
         }
     }
 
@@ -232,6 +252,8 @@ mod tests {
             ("DuplicateSubnetsInSameZone", Some(400), Terminal),
             ("IdempotentParameterMismatch", Some(400), Terminal),
             ("Unsuccessful", None, Terminal),
+            ("ExpiredToken", Some(400), Retry),
+            ("AssumeRoleFailed", None, Retry),
             // Unknown codes: by HTTP status.
             ("SomethingNew", Some(502), Retry),
             ("SomethingNew", Some(400), Terminal),

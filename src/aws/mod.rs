@@ -10,10 +10,12 @@ use futures::future::BoxFuture;
 pub mod error;
 pub mod fake;
 pub mod model;
+pub mod pool;
 pub mod sdk;
 
 pub use error::{AwsError, AwsResult, ErrorCode, ErrorKind};
 pub use model::*;
+pub use pool::{Ec2Pool, Target};
 pub use sdk::{Ec2Options, Limiter};
 
 /// The EC2 calls the operator makes. Describes of ids that do not exist return fewer items
@@ -100,28 +102,38 @@ pub trait Ec2Api: Send + Sync {
     ) -> BoxFuture<'a, AwsResult<()>>;
 }
 
-/// The reconciler's handle on EC2: the region and an `Ec2Api`.
+/// The reconciler's handle on EC2 in one account and region: the region, the account (None:
+/// the operator's own, not known) and an `Ec2Api`. `pool::Ec2Pool` hands them out.
 #[derive(Clone)]
 pub struct Ec2 {
     pub region: String,
+    pub account: Option<String>,
     api: Arc<dyn Ec2Api>,
 }
 
 impl Ec2 {
-    /// Region and credentials come from the standard chain (env, IRSA, EKS Pod Identity).
-    pub async fn connect(opts: Ec2Options, metrics: Arc<crate::telemetry::Metrics>) -> Self {
-        let sdk = sdk::SdkEc2::connect(opts, metrics).await;
-        Self {
-            region: sdk.region.clone(),
-            api: Arc::new(sdk),
-        }
-    }
-
     pub fn new(region: impl Into<String>, api: Arc<dyn Ec2Api>) -> Self {
         Self {
             region: region.into(),
+            account: None,
             api,
         }
+    }
+
+    /// "<account>/<region>" ("self/<region>" for the operator's own account if unknown): the
+    /// prefix of every cache key and poller key, so that equal ids in different accounts or
+    /// regions never meet.
+    pub fn scope(&self) -> String {
+        format!(
+            "{}/{}",
+            self.account.as_deref().unwrap_or("self"),
+            self.region
+        )
+    }
+
+    /// A key of `id` (a VPC, say) in this client's account and region.
+    pub fn key(&self, id: &str) -> String {
+        format!("{}/{id}", self.scope())
     }
 }
 

@@ -36,6 +36,9 @@ fn map_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
     operation: &'static str,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> AwsError {
+    if let Some(e) = credentials_failure(operation, &err) {
+        return e;
+    }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = match (err.code(), &err) {
         (Some(code), _) => ErrorCode::parse(code),
@@ -57,6 +60,58 @@ fn map_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
         message,
         status,
     }
+}
+
+/// A request that never left because its credentials could not be had: STS refused to let the
+/// operator assume the role (trust policy, external id), or could not be reached. Found in the
+/// error's source chain (the SDK's identity cache wraps the AssumeRoleProvider's error), by
+/// type: the STS error's own code, never its text.
+fn credentials_failure(
+    operation: &'static str,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<AwsError> {
+    type StsError = aws_sdk_sts::error::SdkError<
+        aws_sdk_sts::operation::assume_role::AssumeRoleError,
+        aws_smithy_runtime_api::http::Response,
+    >;
+    let mut found_credentials = None;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(sts) = e.downcast_ref::<StsError>() {
+            let status = sts.raw_response().map(|r| r.status().as_u16());
+            let (code, message) = match (sts.code(), sts.message()) {
+                (Some(c), m) => (c.to_string(), m.unwrap_or_default().to_string()),
+                (None, _) => (
+                    "NoAnswer".to_string(),
+                    format!(
+                        "{}",
+                        aws_smithy_types::error::display::DisplayErrorContext(sts)
+                    ),
+                ),
+            };
+            return Some(AwsError {
+                operation,
+                code: ErrorCode::AssumeRoleFailed,
+                message: format!("STS AssumeRole failed: {code}: {message}"),
+                status,
+            });
+        }
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            found_credentials = Some(e);
+        }
+        next = e.source();
+    }
+    found_credentials.map(|e| AwsError {
+        operation,
+        code: ErrorCode::AssumeRoleFailed,
+        message: format!(
+            "no credentials: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(e)
+        ),
+        status: None,
+    })
 }
 
 /// AWS's documented EC2 request-token buckets, applied client-side so that many objects at
@@ -150,41 +205,69 @@ pub struct SdkEc2 {
     pub region: String,
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct Ec2Options {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// STS endpoint override (an emulator in tests). AWS_ENDPOINT_URL_STS works too.
+    pub sts_endpoint_url: Option<String>,
     pub rate_limit: bool,
     pub max_attempts: u32,
 }
 
-impl SdkEc2 {
-    /// Region and credentials come from the standard chain (env, IRSA, EKS Pod Identity).
-    pub async fn connect(opts: Ec2Options, metrics: Arc<Metrics>) -> Self {
+impl Ec2Options {
+    /// The operator's own configuration: region and credentials from the standard chain (env,
+    /// IRSA, EKS Pod Identity), with the STS endpoint override if any.
+    pub async fn load_shared(&self) -> aws_config::SdkConfig {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = &opts.region {
+        if let Some(r) = &self.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
-        let shared = loader.load().await;
-        let region = shared
-            .region()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "us-east-1".to_string());
+        loader.load().await
+    }
+
+    /// The configuration of the operator's STS clients (the AssumeRoleProviders', the caller
+    /// identity's): `shared` with the STS endpoint override, if any.
+    pub fn sts_config(&self, shared: &aws_config::SdkConfig) -> aws_config::SdkConfig {
+        match &self.sts_endpoint_url {
+            Some(url) => shared.to_builder().endpoint_url(url.clone()).build(),
+            None => shared.clone(),
+        }
+    }
+}
+
+impl SdkEc2 {
+    /// One EC2 client for `region`: the operator's own credentials (`credentials` None) or a
+    /// role's (an AssumeRoleProvider behind the shared identity cache, which refreshes them
+    /// before they expire). `limiter` is the (account, region)'s.
+    pub fn build(
+        shared: &aws_config::SdkConfig,
+        region: &str,
+        credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+        limiter: Option<Arc<Limiter>>,
+        opts: &Ec2Options,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         // Throttling and 5xx: the SDK's standard retry mode (exponential backoff with jitter).
         let retry = RetryConfig::standard()
-            .with_max_attempts(opts.max_attempts)
+            .with_max_attempts(opts.max_attempts.max(1))
             .with_initial_backoff(Duration::from_millis(200))
             .with_max_backoff(Duration::from_secs(10));
-        let mut conf = aws_sdk_ec2::config::Builder::from(&shared)
+        let mut conf = aws_sdk_ec2::config::Builder::from(shared)
+            .region(aws_config::Region::new(region.to_string()))
             .retry_config(retry)
             .interceptor(AttemptCounter(metrics.clone()));
+        if let Some(c) = credentials {
+            conf = conf.credentials_provider(c);
+        }
         if let Some(url) = &opts.endpoint_url {
             conf = conf.endpoint_url(url.clone());
         }
         Self {
             client: Client::from_conf(conf.build()),
             metrics,
-            limiter: opts.rate_limit.then(|| Arc::new(Limiter::aws_defaults())),
-            region,
+            limiter,
+            region: region.to_string(),
         }
     }
 

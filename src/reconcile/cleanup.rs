@@ -8,8 +8,9 @@ use kube::runtime::events::EventType;
 
 use super::execute::{GroupDeletion, delete_owned_group};
 use super::plan::Owner;
-use super::{Context, Error};
+use super::{Context, Error, Scoped};
 use crate::api::{BedrockPrivateLink, DeletionPolicy};
+use crate::aws::{AwsError, ErrorCode};
 use crate::publish;
 
 pub async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
@@ -27,18 +28,61 @@ pub async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Acti
     if ctx.memory.cleaned(&owner.uid) {
         return Ok(Action::await_change());
     }
-    delete_endpoints(&obj, ctx, &owner).await?;
-    delete_groups(&obj, ctx, &owner).await?;
+    // The object's account and region (issue 17).
+    let recorded = !nothing_recorded(&obj);
+    let scoped = match crate::tenancy::gate::cleanup_target(&obj, ctx, recorded) {
+        Ok(target) => ctx.scoped(ctx.pool.client(&target).await),
+        Err(why) if !recorded => return skip(&obj, ctx, &why).await,
+        Err(why) => {
+            return Err(Error::Aws(AwsError::new(
+                "AssumeRole",
+                ErrorCode::AssumeRoleFailed,
+                why,
+            )));
+        }
+    };
+    let deleted = async {
+        delete_endpoints(&obj, &scoped, &owner).await?;
+        delete_groups(&obj, &scoped, &owner).await?;
+        Ok::<(), Error>(())
+    };
+    match deleted.await {
+        Err(Error::Aws(e)) if e.credentials_reason().is_some() && !recorded => {
+            return skip(&obj, ctx, &e.summary()).await;
+        }
+        other => other?,
+    }
     publish::delete_config_map(&obj, ctx).await?;
     ctx.memory.remember_cleaned(&owner.uid);
     tracing::info!(object = %owner.name, namespace = %owner.namespace, "all AWS resources removed");
     Ok(Action::await_change())
 }
 
+/// The status records no endpoint and no group: the object never got anything in AWS (it was
+/// refused, say, or its role could never be assumed).
+fn nothing_recorded(obj: &BedrockPrivateLink) -> bool {
+    obj.status
+        .as_ref()
+        .is_none_or(|s| s.endpoints.is_empty() && s.security_group_id.is_none())
+}
+
+/// The object's account cannot be reached and its status records nothing there: it is let go
+/// without looking, with a Warning saying so.
+async fn skip(obj: &BedrockPrivateLink, ctx: &Context, why: &str) -> Result<Action, Error> {
+    let note = format!(
+        "deleted without checking AWS: {why}. Its status recorded no endpoint and no security group"
+    );
+    tracing::warn!(object = %kube::ResourceExt::name_any(obj), "{note}");
+    ctx.event(obj, EventType::Warning, "CleanupSkipped", "Delete", note)
+        .await;
+    publish::delete_config_map(obj, ctx).await?;
+    Ok(Action::await_change())
+}
+
 /// Deletes the object's endpoints; waits (an `Error::Waiting`) until AWS shows them deleted.
 async fn delete_endpoints(
     obj: &BedrockPrivateLink,
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     owner: &Owner,
 ) -> Result<(), Error> {
     let endpoints = ctx.owned_endpoints(&owner.uid).await?;
@@ -82,7 +126,7 @@ async fn delete_endpoints(
 /// Deletes the object's groups; waits while network interfaces of deleted endpoints hold them.
 async fn delete_groups(
     obj: &BedrockPrivateLink,
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     owner: &Owner,
 ) -> Result<(), Error> {
     for g in &ctx.groups_of(owner).await? {

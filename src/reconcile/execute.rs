@@ -9,7 +9,7 @@ use kube::runtime::events::EventType;
 
 use super::observe::Observation;
 use super::plan::{self, Desired, DesiredGroup, EndpointAction, Owner};
-use super::{Context, Error, Failure};
+use super::{Error, Failure, Scoped};
 use crate::api::BedrockPrivateLink;
 use crate::aws::{
     AwsResult, CreateEndpoint, EndpointFacts, ErrorCode, ErrorKind, GroupFacts, IpRule,
@@ -61,7 +61,7 @@ pub fn replacement_backoff(attempts: u32) -> Duration {
 }
 
 pub async fn execute(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     desired: &Desired,
     obs: &Observation,
@@ -116,7 +116,7 @@ pub async fn execute(
 
 /// Services replaced lately that have no available endpoint yet: (why, attempt).
 fn replacements_in_progress(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     uid: &str,
     desired: &Desired,
     endpoints: &[EndpointFacts],
@@ -136,7 +136,7 @@ fn replacements_in_progress(
 }
 
 /// The group as we just left it: the resync our status write triggers needs no describe.
-fn remember_group(ctx: &Context, obj: &BedrockPrivateLink, dg: &DesiredGroup, id: &str) {
+fn remember_group(ctx: &Scoped<'_>, obj: &BedrockPrivateLink, dg: &DesiredGroup, id: &str) {
     let now = GroupFacts {
         id: id.to_string(),
         name: dg.name.clone(),
@@ -161,7 +161,7 @@ fn is_dead_state(state: &str) -> bool {
 
 /// The services whose dead endpoint may be replaced now, and when the next may be.
 fn replacements_due(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     uid: &str,
     endpoints: &[EndpointFacts],
 ) -> (BTreeSet<String>, Option<Duration>) {
@@ -182,7 +182,7 @@ fn replacements_due(
 }
 
 async fn run_endpoint_action(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     action: &EndpointAction,
     applied: &mut Applied,
@@ -258,7 +258,7 @@ async fn run_endpoint_action(
 }
 
 /// Deleting an endpoint that is already gone is done.
-async fn delete_endpoint(ctx: &Context, id: &str) -> Result<(), Error> {
+async fn delete_endpoint(ctx: &Scoped<'_>, id: &str) -> Result<(), Error> {
     match ctx.ec2.delete_endpoints(&[id.to_string()]).await {
         Err(e) if e.kind() != ErrorKind::Vanished => Err(Error::Aws(e)),
         _ => Ok(()),
@@ -268,7 +268,7 @@ async fn delete_endpoint(ctx: &Context, id: &str) -> Result<(), Error> {
 /// Creates the endpoint. The token may still name an endpoint that is gone (deleted out of
 /// band, or a dead one we replaced): follow the token chain to a live one.
 async fn create_endpoint(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     req: &CreateEndpoint,
     known: &[EndpointFacts],
 ) -> Result<EndpointFacts, Error> {
@@ -316,7 +316,7 @@ fn describe_modification(m: &ModifyEndpoint) -> String {
 
 /// spec.tags in place on the object's live endpoints (the group's are done with its rules).
 async fn tag_endpoints(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     desired: &Desired,
     applied: &mut Applied,
@@ -342,7 +342,7 @@ async fn tag_endpoints(
 
 /// Brings one resource's tags to `desired`; true if anything changed.
 async fn apply_tags(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     id: &str,
     desired: &std::collections::BTreeMap<String, String>,
@@ -386,7 +386,7 @@ fn already_done(result: AwsResult<()>) -> Result<(), Error> {
 
 /// The managed group exists with exactly the desired rules and tags; returns its id.
 async fn ensure_group(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     dg: &DesiredGroup,
     owned: &[GroupFacts],
@@ -442,7 +442,7 @@ async fn ensure_group(
 
 /// Creates the group, or adopts the one an earlier run created before it crashed.
 async fn create_group(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     dg: &DesiredGroup,
 ) -> Result<GroupFacts, Error> {
@@ -497,7 +497,7 @@ async fn create_group(
 /// A managed group left over from before the spec named existing groups (or from another
 /// VPC): removed once no endpoint holds it.
 async fn remove_stale_groups(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     desired: &Desired,
     owned: &[GroupFacts],
@@ -531,7 +531,7 @@ pub(super) enum GroupDeletion {
 /// ("deleted <id><why>"). Gone already and still in use are answers, not errors: the caller
 /// decides whether to wait (deleting the object) or to try again later (a stale group).
 pub(super) async fn delete_owned_group(
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     obj: &BedrockPrivateLink,
     id: &str,
     why: &str,

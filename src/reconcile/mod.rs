@@ -29,7 +29,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkStatus, FINALIZER};
-use crate::aws::{AwsError, Ec2, ErrorKind};
+use crate::aws::{AwsError, Ec2, Ec2Pool, ErrorKind};
 use crate::publish;
 use crate::telemetry::Metrics;
 
@@ -83,6 +83,9 @@ impl Error {
     pub fn category(&self) -> String {
         match self {
             Error::Kube(_) => "KubeError".into(),
+            Error::Aws(e) if e.credentials_reason().is_some() => {
+                e.credentials_reason().unwrap_or_default().into()
+            }
             Error::Aws(e) => format!(
                 "Aws{}",
                 e.code.as_str().split('.').next().unwrap_or("Error")
@@ -156,7 +159,9 @@ const FRESH: Duration = Duration::from_secs(3);
 
 pub struct Context {
     pub client: Client,
-    pub ec2: Ec2,
+    /// One EC2 client per (credentials, region), the operator's own first (issue 17). A
+    /// reconcile works through the client of its object's account and region (`Scoped`).
+    pub pool: Arc<Ec2Pool>,
     /// None in unit tests: events are then kept in `notes`.
     pub recorder: Option<events::Recorder>,
     pub metrics: Arc<Metrics>,
@@ -185,24 +190,34 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, ec2: Ec2, metrics: Arc<Metrics>, config: Config) -> Self {
+    pub fn new(
+        client: Client,
+        pool: impl Into<Ec2Pool>,
+        metrics: Arc<Metrics>,
+        config: Config,
+    ) -> Self {
         let recorder =
             events::Recorder::new(client.clone(), MANAGER, std::env::var("POD_NAME").ok());
-        let mut ctx = Self::without_events(client, ec2, metrics, config);
+        let mut ctx = Self::without_events(client, pool, metrics, config);
         ctx.recorder = Some(recorder);
         ctx
     }
 
     /// A context that keeps events in `notes` (unit tests).
-    pub fn without_events(client: Client, ec2: Ec2, metrics: Arc<Metrics>, config: Config) -> Self {
+    pub fn without_events(
+        client: Client,
+        pool: impl Into<Ec2Pool>,
+        metrics: Arc<Metrics>,
+        config: Config,
+    ) -> Self {
         // Drift is still found within resync + ttl.
         let ttl = (config.resync / 5).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let timing = poll::Timing::new(config.pending_poll_max, config.drift_sweep);
-        let poller = Arc::new(poll::Poller::new(timing, ec2.clone(), metrics.clone()));
+        let poller = Arc::new(poll::Poller::new(timing, metrics.clone()));
         Self {
             recorder: None,
             client,
-            ec2,
+            pool: Arc::new(pool.into()),
             metrics,
             config,
             config_maps: None,
@@ -218,6 +233,16 @@ impl Context {
             notes: Default::default(),
             epoch: Instant::now(),
         }
+    }
+
+    /// The operator's own EC2 client (its credentials, its region).
+    pub fn home(&self) -> &Ec2 {
+        self.pool.home()
+    }
+
+    /// This context bound to `ec2` (an object's account and region).
+    pub fn scoped(&self, ec2: Ec2) -> Scoped<'_> {
+        Scoped { ctx: self, ec2 }
     }
 
     /// Time to the next resync: the next multiple of the resync period since start, plus a
@@ -291,6 +316,21 @@ impl Context {
 
     fn succeeded(&self, key: &str) {
         self.failures.lock().expect("failures lock").remove(key);
+    }
+}
+
+/// A `Context` bound to the EC2 client of one object's account and region: every EC2 call of a
+/// reconcile goes through `ec2` here (the `Context` itself holds only the pool).
+pub struct Scoped<'a> {
+    pub ctx: &'a Context,
+    pub ec2: Ec2,
+}
+
+impl std::ops::Deref for Scoped<'_> {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        self.ctx
     }
 }
 
@@ -408,22 +448,38 @@ pub struct Converged {
 }
 
 pub async fn converge(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Converged, Failure> {
-    validate::admit(&obj.spec, &ctx.ec2.region)?;
-    // Tenancy (issue 16): may this namespace ask for this VPC, private DNS, preset and number
-    // of endpoints? Decided before anything in AWS is created or changed.
-    if let Some(refused) = crate::tenancy::gate::check(obj, ctx).await? {
-        return Err(refused.into());
-    }
-    let observation = ctx.observe_object(obj).await?;
+    converge_scoped(obj, ctx).await.map(|(_, c)| c)
+}
+
+/// `converge`, and the client of the object's account and region (None: refused before one
+/// was chosen).
+async fn converge_scoped(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+) -> Result<(Ec2, Converged), Failure> {
+    validate::admit_target(&obj.spec, &ctx.home().region, ctx.home().account.as_deref())?;
+    // Tenancy (issues 16, 17): may this namespace use this account and region, this VPC,
+    // private DNS, preset and number of endpoints? Decided before any credentials are
+    // assumed and before anything in AWS is created or changed.
+    let target = match crate::tenancy::gate::check(obj, ctx).await? {
+        Ok(target) => target,
+        Err(refused) => return Err(refused.into()),
+    };
+    let ec2 = ctx.pool.client(&target).await;
+    let scoped = ctx.scoped(ec2.clone());
+    let observation = scoped.observe_object(obj).await?;
     let valid = validate::validate(&obj.spec, &observation.facts)?;
     let desired = plan::desired(&obj.spec, &valid, &Owner::of(obj));
-    let applied = execute::execute(ctx, obj, &desired, &observation).await?;
-    Ok(Converged {
-        observation,
-        valid,
-        desired,
-        applied,
-    })
+    let applied = execute::execute(&scoped, obj, &desired, &observation).await?;
+    Ok((
+        ec2,
+        Converged {
+            observation,
+            valid,
+            desired,
+            applied,
+        },
+    ))
 }
 
 /// What a reconcile concluded: the verdicts, the status facts (if it got that far) and when to
@@ -444,8 +500,8 @@ async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Er
         None => obj.status.clone(),
     };
     let slow = ctx.config.resync.min(Duration::from_secs(60));
-    let conclusion = match converge(&obj, ctx).await {
-        Ok(c) => conclude(&obj, ctx, c).await?,
+    let conclusion = match converge_scoped(&obj, ctx).await {
+        Ok((ec2, c)) => conclude(&obj, &ctx.scoped(ec2), c).await?,
         Err(Failure::Invalid(inv)) => Conclusion {
             verdicts: assess::blocked(inv.reason, &inv.message),
             facts: None,
@@ -470,7 +526,17 @@ async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Er
             return Err(Error::Vanished(e));
         }
         Err(Failure::Transient(e)) => {
-            let msg = format!("{}; retrying with backoff", e.summary());
+            let msg = match &e {
+                Error::Aws(a) if a.code == crate::aws::ErrorCode::AssumeRoleFailed => format!(
+                    "{}. Check that the role's trust policy admits the operator's own role and that the grant's account.externalId is the one it requires (docs/install.md); retrying with backoff",
+                    e.summary()
+                ),
+                Error::Aws(a) if a.code == crate::aws::ErrorCode::SessionExpired => format!(
+                    "{}: the assumed role's session expired before it was refreshed; retrying with backoff",
+                    e.summary()
+                ),
+                _ => format!("{}; retrying with backoff", e.summary()),
+            };
             let verdicts = [Verdict::new(READY, false, e.category(), msg)];
             finish(&obj, ctx, current.as_ref(), None, &verdicts).await?;
             return Err(e);
@@ -490,12 +556,16 @@ async fn apply(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Er
 /// Steps 5 and 6 after AWS: assess, publish the ConfigMaps, and decide when to look again.
 async fn conclude(
     obj: &BedrockPrivateLink,
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     c: Converged,
 ) -> Result<Conclusion, Error> {
     let region = ctx.ec2.region.clone();
+    let account = ctx.ec2.account.clone();
     let uid = obj.uid().unwrap_or_default();
-    let endpoints = assess::endpoints(&c.desired, &c.applied.endpoints, &region);
+    let mut endpoints = assess::endpoints(&c.desired, &c.applied.endpoints, &region);
+    for e in &mut endpoints.statuses {
+        e.account = account.clone();
+    }
     let published = if endpoints.statuses.is_empty() {
         None
     } else {
@@ -561,6 +631,7 @@ async fn conclude(
     }
     watch(obj, ctx, &c, waiting, seen_at);
     let facts = status::Facts {
+        account,
         region,
         vpc_id: c.observation.vpc_id.clone(),
         security_group_id: c.applied.group.ids().first().cloned(),
@@ -582,7 +653,7 @@ async fn conclude(
 /// The private path check (path.rs), with an Event when its outcome changes.
 async fn check_path(
     obj: &BedrockPrivateLink,
-    ctx: &Context,
+    ctx: &Scoped<'_>,
     statuses: &[crate::api::EndpointStatus],
 ) -> Verdict {
     let verdict = path::check(&ctx.ec2, &ctx.interfaces, statuses).await;
@@ -612,12 +683,13 @@ async fn check_path(
 
 /// Hands what this reconcile concluded to the VPC's poller, which triggers the object again
 /// when its endpoints change (turn available, fail, vanish, drift).
-fn watch(obj: &BedrockPrivateLink, ctx: &Context, c: &Converged, waiting: bool, since: Instant) {
+fn watch(obj: &BedrockPrivateLink, ctx: &Scoped<'_>, c: &Converged, waiting: bool, since: Instant) {
     let uid = obj.uid().unwrap_or_default();
     let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
     ctx.poller.register(
         &uid,
         (&name, &namespace),
+        &ctx.ec2,
         &c.observation.vpc_id,
         &c.applied.endpoints,
         waiting,

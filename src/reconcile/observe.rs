@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use super::memory::SeenEndpoints;
 use super::plan::{self, Owner};
 use super::validate::{self, Observed, SubnetSource};
-use super::{Context, Error, FRESH, Failure};
+use super::{Context, Error, FRESH, Failure, Scoped};
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkSpec};
 use crate::aws::{
     EndpointFacts, GroupFacts, ServiceFacts, SubnetFacts, TAG_OWNER_UID, VpcFacts, filter,
@@ -97,8 +97,9 @@ impl Context {
                 return Ok(net.clone());
             }
         }
+        // The Nodes are in the operator's own account and region.
         let instances = self
-            .ec2
+            .home()
             .describe_instances(&ids)
             .await
             .map_err(Error::Aws)?;
@@ -117,13 +118,16 @@ impl Context {
         *self.network_cache.lock().await = Some((Instant::now(), ids, net.clone()));
         Ok(net)
     }
+}
 
-    /// The endpoint services of this region, cached: the catalog changes rarely.
+impl Scoped<'_> {
+    /// The endpoint services of this region, cached: the catalog changes rarely. Keyed by
+    /// account and region: zone names map to different zones in different accounts.
     pub async fn services(&self) -> Result<BTreeMap<String, ServiceFacts>, Error> {
         let region = self.ec2.region.clone();
         self.shared
             .services
-            .get_or_fetch(&region, || async {
+            .get_or_fetch(&self.ec2.scope(), || async {
                 let all: Vec<String> = BedrockService::ALL
                     .iter()
                     .map(|s| s.service_name(&region))
@@ -211,7 +215,7 @@ impl Context {
         };
         // Like VPCs: shared for `FRESH` by every reconcile, for the ttl by steady resyncs.
         let max_age = if steady { Duration::MAX } else { FRESH };
-        let key = format!("{ids:?}|{vpc_id:?}|{tags:?}");
+        let key = format!("{}|{ids:?}|{vpc_id:?}|{tags:?}", self.ec2.scope());
         self.shared
             .subnets
             .get_or_fetch_fresh(&key, max_age, None, fetch)
@@ -226,7 +230,7 @@ impl Context {
     }
 }
 
-impl Context {
+impl Scoped<'_> {
     /// Observes one object: its VPC (spec, operator default, or the Nodes'), what validation
     /// needs, and its endpoints and groups. Fails with `Invalid` when the VPC cannot be chosen.
     pub async fn observe_object(&self, obj: &BedrockPrivateLink) -> Result<Observation, Failure> {
@@ -271,7 +275,11 @@ impl Context {
         facts.foreign_endpoints = seen.foreign.clone();
         // An object the VPC poller watches, with no spec change since, waits for AWS (say):
         // its group is checked like a steady object's (drift in rules: at the resync).
-        let watched = settling && self.poller.watching(&owner.uid, &vpc_id).is_some();
+        let watched = settling
+            && self
+                .poller
+                .watching(&owner.uid, &self.ec2.key(&vpc_id))
+                .is_some();
         let groups = self
             .owned_groups(&owner, generation, &vpc_id, steady || watched, settling)
             .await?;
@@ -294,7 +302,7 @@ impl Context {
         node_subnets: &BTreeSet<String>,
         steady: bool,
     ) -> Result<Observed, Error> {
-        let key = (vpc_id.to_string(), spec.private_dns);
+        let key = (self.ec2.key(vpc_id), spec.private_dns);
         let fetch = || async {
             self.ec2
                 .describe_vpc(vpc_id, spec.private_dns)
@@ -358,7 +366,7 @@ impl Context {
                 .shared
                 .endpoints
                 .get_or_fetch_fresh(
-                    &vpc_id.to_string(),
+                    &self.ec2.key(vpc_id),
                     Duration::MAX,
                     self.memory.changed_at(uid),
                     || async {
@@ -399,7 +407,7 @@ impl Context {
         vpc_id: &str,
         private_dns: bool,
     ) -> Option<(Instant, Arc<SeenEndpoints>)> {
-        let watched = self.poller.watching(uid, vpc_id)?;
+        let watched = self.poller.watching(uid, &self.ec2.key(vpc_id))?;
         let changed = self.memory.changed_at(uid);
         // Memory's rule: taken after our last change, younger than the ttl (with a resync
         // shorter than the sweep, a resync reads afresh).
@@ -454,7 +462,7 @@ impl Context {
                 .shared
                 .groups
                 .get_or_fetch_fresh(
-                    &vpc_id.to_string(),
+                    &self.ec2.key(vpc_id),
                     Duration::MAX,
                     self.memory.changed_at(uid),
                     || async {

@@ -13,6 +13,9 @@
 //! and that reconcile reads the poll's answer instead of describing again (observe.rs). One
 //! owner (this type) holds the answers and the digests; the decisions are the pure functions
 //! `next_interval`, `next_due` and `to_trigger`.
+//!
+//! VPCs are keyed by account, region and id (`Ec2::key`), and each is polled with the client of
+//! its account and region (the one its objects' reconciles used).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -171,6 +174,9 @@ pub struct Watched {
 }
 
 struct Vpc {
+    /// The client of the VPC's account and region, and the VPC's id.
+    ec2: Ec2,
+    vpc_id: String,
     objects: HashMap<String, Expected>,
     latest: Option<Arc<Snapshot>>,
     /// Digests of the latest poll (to tell whether anything changed).
@@ -183,8 +189,10 @@ struct Vpc {
 }
 
 impl Vpc {
-    fn new(t: &Timing) -> Self {
+    fn new(t: &Timing, ec2: Ec2, vpc_id: &str) -> Self {
         Self {
+            ec2,
+            vpc_id: vpc_id.to_string(),
             objects: HashMap::new(),
             latest: None,
             seen: HashMap::new(),
@@ -211,16 +219,14 @@ struct State {
 /// See the module doc.
 pub struct Poller {
     timing: Timing,
-    ec2: Ec2,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
 
 impl Poller {
-    pub fn new(timing: Timing, ec2: Ec2, metrics: Arc<Metrics>) -> Self {
+    pub fn new(timing: Timing, metrics: Arc<Metrics>) -> Self {
         Self {
             timing,
-            ec2,
             metrics,
             state: Mutex::default(),
         }
@@ -263,11 +269,14 @@ impl Poller {
         self.lock().started
     }
 
-    /// What a reconcile concluded: the object's endpoints (as of `since`) and whether it waits.
+    /// What a reconcile concluded: the object's endpoints (as of `since`) in `vpc_id` of
+    /// `ec2`'s account and region, and whether it waits.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         self: &Arc<Self>,
         uid: &str,
         obj: (&str, &str),
+        ec2: &Ec2,
         vpc_id: &str,
         endpoints: &[EndpointFacts],
         waiting: bool,
@@ -281,17 +290,27 @@ impl Poller {
             since,
             triggered: false,
         };
-        let (new_vpc, wake) = self.insert(uid, vpc_id, expected);
+        let key = ec2.key(vpc_id);
+        let (new_vpc, wake) = self.insert(uid, &key, expected, || {
+            Vpc::new(&self.timing, ec2.clone(), vpc_id)
+        });
         if new_vpc {
-            self.spawn(vpc_id.to_string());
+            self.spawn(key);
         }
         // The VPC's task works out its next poll again (it may be sooner now).
         wake.notify_one();
     }
 
-    /// Records `expected`; returns whether the VPC is new (and polling has started), and the
-    /// VPC's wake-up.
-    fn insert(&self, uid: &str, vpc_id: &str, expected: Expected) -> (bool, Arc<Notify>) {
+    /// Records `expected` under the VPC `vpc_id` (a key: account, region and id), made by
+    /// `new` if it is new; returns whether it is new (and polling has started), and the VPC's
+    /// wake-up.
+    fn insert(
+        &self,
+        uid: &str,
+        vpc_id: &str,
+        expected: Expected,
+        new: impl FnOnce() -> Vpc,
+    ) -> (bool, Arc<Notify>) {
         let mut s = self.lock();
         if let Some(old) = s.vpc_of.insert(uid.to_string(), vpc_id.to_string())
             && old != vpc_id
@@ -302,10 +321,7 @@ impl Poller {
         let started = s.started;
         let timing = self.timing;
         let new_vpc = !s.vpcs.contains_key(vpc_id);
-        let vpc = s
-            .vpcs
-            .entry(vpc_id.to_string())
-            .or_insert_with(|| Vpc::new(&timing));
+        let vpc = s.vpcs.entry(vpc_id.to_string()).or_insert_with(new);
         if expected.waiting && !vpc.waiting() {
             vpc.interval = timing.first;
             vpc.wait_due = Some(Instant::now() + timing.first);
@@ -332,7 +348,8 @@ impl Poller {
         }
     }
 
-    /// Whether the poller watches the object in `vpc_id` (and polling has started), with its
+    /// Whether the poller watches the object in `vpc_id` (a key: `Ec2::key`; and polling has
+    /// started), with its
     /// endpoints from the latest poll taken since its registration.
     pub fn watching(&self, uid: &str, vpc_id: &str) -> Option<Watched> {
         let s = self.lock();
@@ -385,51 +402,55 @@ impl Poller {
         }
     }
 
-    /// Polls the VPC once: triggers the objects whose endpoints changed and returns them.
-    pub async fn poll(&self, vpc_id: &str) -> Vec<Trigger> {
-        let reason = if self.lock().vpcs.get(vpc_id).is_some_and(Vpc::waiting) {
-            "wait"
-        } else {
-            "sweep"
+    /// Polls the VPC (a key: `Ec2::key`) once: triggers the objects whose endpoints changed
+    /// and returns them.
+    pub async fn poll(&self, key: &str) -> Vec<Trigger> {
+        let (reason, ec2, vpc_id) = {
+            let s = self.lock();
+            let Some(v) = s.vpcs.get(key) else {
+                return Vec::new();
+            };
+            let reason = if v.waiting() { "wait" } else { "sweep" };
+            (reason, v.ec2.clone(), v.vpc_id.clone())
         };
         self.metrics.record_vpc_poll(reason);
         let taken = Instant::now();
-        let answer = self
-            .ec2
+        let answer = ec2
             .describe_endpoints(vec![
-                filter("vpc-id", [vpc_id]),
+                filter("vpc-id", [vpc_id.as_str()]),
                 filter("tag-key", [TAG_OWNER_UID]),
             ])
             .await;
         let snapshot = match answer {
             Ok(all) => Some(Snapshot::of(taken, all)),
             Err(e) => {
-                tracing::warn!(vpc = %vpc_id, error = %e, "could not poll the VPC's endpoints");
+                tracing::warn!(vpc = %key, error = %e, "could not poll the VPC's endpoints");
                 None
             }
         };
-        let triggers = self.after_poll(vpc_id, snapshot);
+        let triggers = self.after_poll(key, snapshot);
         if !triggers.is_empty() {
             self.metrics.record_poll_triggers(reason, triggers.len());
-            tracing::debug!(vpc = %vpc_id, reason, objects = triggers.len(), "endpoints changed");
+            tracing::debug!(vpc = %key, reason, objects = triggers.len(), "endpoints changed");
         }
         self.send(&triggers);
         triggers
     }
 
     /// Takes a poll's answer (None: it failed): which objects to trigger, and when to poll next.
-    fn after_poll(&self, vpc_id: &str, snapshot: Option<Snapshot>) -> Vec<Trigger> {
+    fn after_poll(&self, key: &str, snapshot: Option<Snapshot>) -> Vec<Trigger> {
         let timing = self.timing;
         let mut s = self.lock();
-        let Some(v) = s.vpcs.get_mut(vpc_id) else {
+        let Some(v) = s.vpcs.get_mut(key) else {
             return Vec::new();
         };
+        let vpc_id = v.vpc_id.clone();
         let now = Instant::now();
         v.last_poll = now;
         let mut triggers = Vec::new();
         let mut changed = false;
         if let Some(snap) = snapshot {
-            let seen = snap.digests(vpc_id);
+            let seen = snap.digests(&vpc_id);
             changed = seen != v.seen;
             for uid in to_trigger(&v.objects, &seen, snap.taken) {
                 let e = v.objects.get_mut(&uid).expect("listed above");

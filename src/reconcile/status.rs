@@ -48,7 +48,15 @@ impl Verdict {
 pub fn needs_person(reason: &str) -> bool {
     let retrying = matches!(
         reason,
-        "EndpointPending" | "PolicyPending" | "KubeError" | "Waiting" | "FinalizerError"
+        "EndpointPending"
+            | "PolicyPending"
+            | "KubeError"
+            | "Waiting"
+            | "FinalizerError"
+            // The account's credentials (issue 17): retried with backoff; a fixed trust
+            // policy or a refreshed session ends it without a spec change.
+            | "AssumeRoleFailed"
+            | "SessionExpired"
     ) || (reason.starts_with("Aws") && reason != "AwsRejected");
     !retrying
 }
@@ -159,6 +167,8 @@ pub fn bounded(s: &str) -> String {
 /// What a reconcile that got as far as AWS found and left, for the status.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
+    /// None: the operator's own account, not known.
+    pub account: Option<String>,
     pub region: String,
     pub vpc_id: String,
     pub security_group_id: Option<String>,
@@ -183,6 +193,7 @@ pub fn build(
     let conditions = conditions(previous_conditions, verdicts, generation, now);
     let mut status = match facts {
         Some(f) => BedrockPrivateLinkStatus {
+            account: f.account,
             region: Some(f.region),
             vpc_id: Some(f.vpc_id),
             security_group_id: f.security_group_id,
@@ -228,6 +239,8 @@ pub fn endpoint_status(service: BedrockService, region: &str, e: &EndpointFacts)
         service: service.as_str().to_string(),
         service_name: e.service_name.clone(),
         vpc_endpoint_id: e.id.clone(),
+        account: None,
+        region: Some(region.to_string()),
         state: e.state.clone(),
         dns_names,
         private_dns_name: e.private_dns.then_some(private),
@@ -261,6 +274,7 @@ mod tests {
     fn status_is_built_from_facts_or_kept_whole() {
         let ready = [Verdict::new(READY, true, "Ready", "ok")];
         let facts = Facts {
+            account: None,
             region: "us-east-1".into(),
             vpc_id: "vpc-1".into(),
             security_group_id: Some("sg-1".into()),

@@ -94,7 +94,7 @@ async fn create_then_steady() {
     let before = fake.mutations().len();
     let c = converged(&o, &ctx).await;
     assert_eq!(fake.mutations().len(), before, "in sync: nothing changes");
-    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.home().region);
     assert!(e.pending.is_empty() && e.failed.is_empty() && e.policy_ok);
     assert_eq!(e.statuses[0].state, "available");
 }
@@ -299,7 +299,7 @@ async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
     converged(&o, &ctx).await;
     fake.settle();
     let id = fake.with(|w| w.groups.keys().next().cloned().expect("a group"));
-    let deletion = delete_owned_group(&ctx, &o, &id, "")
+    let deletion = delete_owned_group(&ctx.scoped(ctx.home().clone()), &o, &id, "")
         .await
         .expect("no error");
     assert_eq!(deletion, GroupDeletion::InUse);
@@ -307,9 +307,15 @@ async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
     assert!(!reasons(&ctx).contains(&"SecurityGroupDeleted".to_string()));
     fake.with(|w| w.endpoints.clear());
     fake.inject("DeleteSecurityGroup", ErrorCode::UnauthorizedOperation);
-    let refused = delete_owned_group(&ctx, &o, &id, "").await;
+    let refused = delete_owned_group(&ctx.scoped(ctx.home().clone()), &o, &id, "").await;
     assert!(matches!(refused, Err(Error::Aws(_))), "{refused:?}");
-    let deletion = delete_owned_group(&ctx, &o, &id, " (no longer used)").await;
+    let deletion = delete_owned_group(
+        &ctx.scoped(ctx.home().clone()),
+        &o,
+        &id,
+        " (no longer used)",
+    )
+    .await;
     assert_eq!(deletion.expect("no error"), GroupDeletion::Deleted);
     assert!(fake.with(|w| w.groups.is_empty()));
     let note = ctx
@@ -320,7 +326,7 @@ async fn an_owned_group_is_deleted_once_no_endpoint_holds_it() {
         .find(|(r, _)| r == "SecurityGroupDeleted")
         .map(|(_, n)| n.clone());
     assert_eq!(note, Some(format!("deleted {id} (no longer used)")));
-    let deletion = delete_owned_group(&ctx, &o, &id, "").await;
+    let deletion = delete_owned_group(&ctx.scoped(ctx.home().clone()), &o, &id, "").await;
     assert_eq!(deletion.expect("no error"), GroupDeletion::Gone);
 }
 
@@ -336,7 +342,7 @@ async fn a_failed_endpoint_is_replaced_one_at_a_time_with_backoff() {
     // Replaced: the dead one is deleted, an event says so, the status says why.
     let c = converged(&o, &ctx).await;
     assert!(reasons(&ctx).contains(&"EndpointReplacing".to_string()));
-    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.home().region);
     let v = assess::endpoints_verdict(&e, &c.applied);
     assert_eq!(v.reason, "EndpointFailed", "{v:?}");
     assert!(
@@ -355,7 +361,7 @@ async fn a_failed_endpoint_is_replaced_one_at_a_time_with_backoff() {
     assert_ne!(second, first, "a new endpoint (the token chain moved on)");
     fake.settle();
     let c = converged(&o, &ctx).await;
-    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.home().region);
     assert!(e.failed.is_empty() && e.pending.is_empty(), "Ready again");
     // It fails again right away: the next attempt waits for its backoff.
     fake.fail_endpoint(&second, "InternalFailure: capacity");
@@ -366,7 +372,7 @@ async fn a_failed_endpoint_is_replaced_one_at_a_time_with_backoff() {
         1,
         "still the failed one, not deleted yet"
     );
-    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.ec2.region);
+    let e = assess::endpoints(&c.desired, &c.applied.endpoints, &ctx.home().region);
     let v = assess::endpoints_verdict(&e, &c.applied);
     assert_eq!(v.reason, "EndpointFailed");
     assert!(v.message.contains("capacity") && v.message.contains("replaces it in"));
@@ -477,6 +483,7 @@ async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
         ctx.poller.register(
             &o.uid().unwrap(),
             (&o.name_any(), "team"),
+            ctx.home(),
             VPC,
             endpoints,
             waiting,
@@ -494,11 +501,12 @@ async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
         n
     };
     let describes = fake.count("DescribeVpcEndpoints");
-    assert!(ctx.poller.poll(VPC).await.is_empty(), "still pending");
+    let key = ctx.home().key(VPC);
+    assert!(ctx.poller.poll(&key).await.is_empty(), "still pending");
     fake.settle();
-    assert_eq!(names(ctx.poller.poll(VPC).await), ["a", "b", "c"]);
+    assert_eq!(names(ctx.poller.poll(&key).await), ["a", "b", "c"]);
     assert!(
-        ctx.poller.poll(VPC).await.is_empty(),
+        ctx.poller.poll(&key).await.is_empty(),
         "not again before their reconcile"
     );
     assert_eq!(
@@ -517,7 +525,7 @@ async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
     for o in &objects {
         register(o, &owned(o));
     }
-    assert!(ctx.poller.poll(VPC).await.is_empty(), "in sync");
+    assert!(ctx.poller.poll(&key).await.is_empty(), "in sync");
     // Out of band: a's policy opened up, b's endpoint deleted.
     let (a, b) = (
         owned(&objects[0])[0].id.clone(),
@@ -529,7 +537,73 @@ async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
         })));
         w.endpoints.remove(&b);
     });
-    assert_eq!(names(ctx.poller.poll(VPC).await), ["a", "b"]);
+    assert_eq!(names(ctx.poller.poll(&key).await), ["a", "b"]);
     ctx.poller.forget(&objects[2].uid().unwrap());
     assert_eq!(ctx.poller.len(), 2, "c forgotten");
+}
+
+/// Accounts and regions (issue 17) without a grant watch: the built-in rules allow only the
+/// operator's own account and region; a target away from them needs its VPC and subnets named.
+/// Nothing is asked of EC2 (or STS) for a refused object.
+#[tokio::test]
+async fn another_account_or_region_is_refused_before_any_call() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let cases = [
+        (
+            object(
+                "acct",
+                "team",
+                serde_json::json!({"account": "111111111111"}),
+            ),
+            "AccountNotGranted",
+        ),
+        (
+            object("west", "team", serde_json::json!({"region": "us-west-2"})),
+            "RegionNotAllowed",
+        ),
+    ];
+    for (o, reason) in cases {
+        match converge(&o, &ctx).await {
+            Err(Failure::Invalid(i)) => assert_eq!(i.reason, reason, "{}", i.message),
+            _ => panic!("{}: refused", o.name_any()),
+        }
+    }
+    let mut no_vpc = object("novpc", "team", serde_json::json!({"region": "us-west-2"}));
+    no_vpc.spec.vpc_id = None;
+    match converge(&no_vpc, &ctx).await {
+        Err(Failure::Invalid(i)) => assert_eq!(i.reason, "VpcRequired", "{}", i.message),
+        _ => panic!("refused"),
+    }
+    let mut no_subnets = object(
+        "nosub",
+        "team",
+        serde_json::json!({"account": "111111111111"}),
+    );
+    no_subnets.spec.subnets = None;
+    match converge(&no_subnets, &ctx).await {
+        Err(Failure::Invalid(i)) => assert_eq!(i.reason, "SubnetsRequired", "{}", i.message),
+        _ => panic!("refused"),
+    }
+    assert_eq!(
+        fake.with(|w| w.calls.len()),
+        0,
+        "no EC2 call for refused objects"
+    );
+    // The operator's own account named explicitly is its own.
+    let mut home = ctx.home().clone();
+    home.account = Some("123456789012".into());
+    let ctx = Context::without_events(
+        ctx.client.clone(),
+        home,
+        Arc::new(Metrics::default()),
+        Config::default(),
+    );
+    let own = object(
+        "own",
+        "team",
+        serde_json::json!({"account": "123456789012"}),
+    );
+    let c = converged(&own, &ctx).await;
+    assert!(!c.applied.endpoints.is_empty());
 }

@@ -82,6 +82,52 @@ pub fn admit(spec: &BedrockPrivateLinkSpec, operator_region: &str) -> Result<(),
     Ok(())
 }
 
+/// Admission of an object's account and region (pure, before the tenancy gate): away from the
+/// operator's own account and region there is no cluster VPC and no Node subnet to default to,
+/// so the spec must name its VPC and subnets. (The CRD's CEL rules say so for spec.account;
+/// the operator's region is not known to the API server.)
+pub fn admit_target(
+    spec: &BedrockPrivateLinkSpec,
+    home_region: &str,
+    home_account: Option<&str>,
+) -> Result<(), Invalid> {
+    let other_account = spec
+        .account
+        .as_deref()
+        .is_some_and(|a| Some(a) != home_account);
+    let other_region = spec.region.as_deref().is_some_and(|r| r != home_region);
+    if !(other_account || other_region) {
+        return Ok(());
+    }
+    let where_ = match (other_account, other_region) {
+        (true, true) => "another account and region",
+        (true, false) => "another account",
+        _ => "another region",
+    };
+    if spec.vpc_id.is_none() {
+        return Err(invalid(
+            "VpcRequired",
+            format!(
+                "the endpoints are to go to {where_} than the operator's own ({home_region}), where the cluster's VPC is not: set spec.vpcId to the VPC there"
+            ),
+        ));
+    }
+    if spec
+        .subnets
+        .as_ref()
+        .is_none_or(|s| s.ids.is_none() && s.selector.is_none())
+    {
+        return Err(invalid(
+            "SubnetsRequired",
+            format!(
+                "the endpoints are to go to {where_} than the operator's own ({home_region}), where the cluster's Nodes are not: set spec.subnets (ids or selector) in VPC {}",
+                spec.vpc_id.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The VPC: the spec's, else the operator's default, else the one VPC of the cluster's Nodes.
 pub fn choose_vpc(
     spec: &BedrockPrivateLinkSpec,

@@ -20,8 +20,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use super::{Ask, Grant};
+use super::{Ask, Grant, Home};
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant, DeletionPolicy};
+use crate::aws::Target;
 use crate::reconcile::validate::Invalid;
 use crate::reconcile::{Context, Error};
 
@@ -104,7 +105,7 @@ fn grants(store: &Store<Guarded<BedrockPrivateLinkGrant>>) -> Vec<Grant> {
 
 /// The asks of the namespace's objects created before `obj`, oldest first (objects being
 /// deleted do not count: their endpoints are on their way out).
-fn earlier_asks(index: &Index, obj: &BedrockPrivateLink) -> Vec<Ask> {
+fn earlier_asks(index: &Index, obj: &BedrockPrivateLink, home: &Home) -> Vec<Ask> {
     let key = |o: &BedrockPrivateLink| {
         (
             o.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -121,7 +122,7 @@ fn earlier_asks(index: &Index, obj: &BedrockPrivateLink) -> Vec<Ask> {
                 && o.metadata.deletion_timestamp.is_none()
                 && key(o) < mine
             {
-                older.push((key(o), Ask::of(&o.spec)));
+                older.push((key(o), Ask::of(&o.spec, home)));
             }
         }
     }
@@ -129,11 +130,43 @@ fn earlier_asks(index: &Index, obj: &BedrockPrivateLink) -> Vec<Ask> {
     older.into_iter().map(|(_, a)| a).collect()
 }
 
-/// `None`: admitted. `Some`: refused, with the rule as reason. `Err`: try again later.
-pub async fn check(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Option<Invalid>, Error> {
+/// The operator's own account and region.
+pub fn home(ctx: &Context) -> Home {
+    Home {
+        region: ctx.home().region.clone(),
+        account: ctx.home().account.clone(),
+    }
+}
+
+/// `Ok`: admitted, with where its endpoints go (account credentials and region). `Err`:
+/// refused, with the rule as reason. The outer `Err`: try again later.
+pub async fn check(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+) -> Result<Result<Target, Invalid>, Error> {
     let index = &ctx.tenancy;
+    let home = home(ctx);
     let Some(grant_store) = index.grants.get() else {
-        return Ok(None);
+        // No grant watch (a Context that was never run): the built-in rules for account and
+        // region (the operator's own), everything else admitted.
+        let ask = Ask::of(&obj.spec, &home);
+        let rules = super::Rules::builtin();
+        if !super::allows_account(&rules, &ask) || !super::allows_region(&rules, &ask) {
+            let ns = super::Namespace {
+                name: obj.namespace().unwrap_or_default(),
+                labels: Default::default(),
+            };
+            let refusal = super::admit(&ask, &[], &ns, &[], &BTreeSet::new())
+                .expect_err("the built-in rules refuse another account or region");
+            return Ok(Err(Invalid {
+                reason: refusal.reason,
+                message: refusal.message,
+            }));
+        }
+        return Ok(Ok(Target {
+            role: None,
+            region: ask.region,
+        }));
     };
     if !index.grants_listed.load(Ordering::Relaxed) {
         return Err(Error::Waiting(
@@ -156,8 +189,8 @@ pub async fn check(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Option<Inv
         name: ns_name,
         labels,
     };
-    let ask = Ask::of(&obj.spec);
-    let earlier = earlier_asks(index, obj);
+    let ask = Ask::of(&obj.spec, &home);
+    let earlier = earlier_asks(index, obj, &home);
     let grants = grants(grant_store);
     // Which VPCs are the cluster's matters only for a VPC named in a spec, under a rule that
     // allows the cluster's VPC but not every VPC.
@@ -175,7 +208,10 @@ pub async fn check(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Option<Inv
     match super::admit(&ask, &earlier, &namespace, &grants, &cluster_vpcs) {
         Ok(admitted) => {
             tracing::debug!(object = %obj.name_any(), namespace = %namespace.name, by = %admitted.by, endpoints = admitted.namespace_endpoints, "admitted");
-            Ok(None)
+            Ok(Ok(Target {
+                role: admitted.account,
+                region: ask.region,
+            }))
         }
         Err(refusal) => {
             tracing::info!(object = %obj.name_any(), namespace = %namespace.name, rule = refusal.reason, "refused by the tenancy rules");
@@ -197,10 +233,66 @@ pub async fn check(obj: &BedrockPrivateLink, ctx: &Context) -> Result<Option<Inv
                     }
                 )
             };
-            Ok(Some(Invalid {
+            Ok(Err(Invalid {
                 reason: refusal.reason,
                 message: format!("{}{frozen}", refusal.message),
             }))
         }
+    }
+}
+
+/// Where a deleted object's endpoints are, to remove them: its region, and its account's
+/// credentials. The operator's own account needs no grant; another account's role is taken
+/// from a grant naming that account that selects the object's namespace, or (`any_grant`: the
+/// status records endpoints or a group there) from any grant naming it: the admin's role for
+/// that account, and deleting only ever touches what carries the object's own tags. `Err`: no
+/// such grant.
+pub fn cleanup_target(
+    obj: &BedrockPrivateLink,
+    ctx: &Context,
+    any_grant: bool,
+) -> Result<Target, String> {
+    let home = home(ctx);
+    let ask = Ask::of(&obj.spec, &home);
+    let Some(account) = ask.account else {
+        return Ok(Target {
+            role: None,
+            region: ask.region,
+        });
+    };
+    let ns_name = obj.namespace().unwrap_or_default();
+    let labels = ctx
+        .namespaces
+        .as_ref()
+        .and_then(|s| s.get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(&ns_name)))
+        .map(|ns| ns.labels().clone())
+        .unwrap_or_default();
+    let namespace = super::Namespace {
+        name: ns_name,
+        labels,
+    };
+    let grants = ctx.tenancy.grants.get().map(grants).unwrap_or_default();
+    let naming: Vec<&Grant> = grants
+        .iter()
+        .filter(|g| {
+            g.rules
+                .account
+                .as_ref()
+                .is_some_and(|a| a.account_id() == account)
+        })
+        .collect();
+    let chosen = naming
+        .iter()
+        .find(|g| g.selects(&namespace))
+        .or(naming.first().filter(|_| any_grant));
+    match chosen.and_then(|g| g.rules.account.clone()) {
+        Some(role) => Ok(Target {
+            role: Some(role),
+            region: ask.region,
+        }),
+        None => Err(format!(
+            "no BedrockPrivateLinkGrant that selects this namespace names account {account}, so the operator cannot reach it to delete this object's endpoints. Restore a grant with account.roleArn in account {account}, or delete the endpoints yourself and remove the finalizer {}",
+            crate::api::FINALIZER
+        )),
     }
 }

@@ -14,12 +14,20 @@
 //!   that decided, and what to change.
 //! - A grant that cannot be read (version skew) fails closed: it selects every namespace and
 //!   allows nothing, so it can never widen what a namespace may do.
+//! - Accounts and regions (issue 17): an object's account (spec.account; omitted: the
+//!   operator's own) must be the account of the grant's `account.roleArn` (a grant without
+//!   `account` stands for the operator's own account and credentials), and its region
+//!   (spec.region; omitted: the operator's) one of the grant's `regions` (omitted: the
+//!   operator's region only). The grant that admits an object names the role the operator
+//!   assumes for it: a namespace can only ever use a role a grant that selects it names (no
+//!   confused deputy). The cluster's VPC is in the operator's own account and region, so
+//!   `vpcs.clusterVpc` allows nothing elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::grant::{DEFAULT_MAX_ENDPOINTS_PER_NAMESPACE, VpcRules};
+use crate::api::grant::{AccountAccess, DEFAULT_MAX_ENDPOINTS_PER_NAMESPACE, VpcRules};
 use crate::api::{BedrockPrivateLinkGrant, BedrockPrivateLinkSpec, PolicyPreset};
 
 pub mod gate;
@@ -29,6 +37,24 @@ pub const PRIVATE_DNS_NOT_ALLOWED: &str = "PrivateDnsNotAllowed";
 pub const PRESET_NOT_ALLOWED: &str = "PolicyPresetNotAllowed";
 pub const ENDPOINT_LIMIT: &str = "EndpointLimitExceeded";
 pub const GRANT_UNREADABLE: &str = "GrantUnreadable";
+pub const ACCOUNT_NOT_GRANTED: &str = "AccountNotGranted";
+pub const REGION_NOT_ALLOWED: &str = "RegionNotAllowed";
+
+/// The stages an ask passes, in order: the furthest one a grant got to names the reason.
+const STAGE_ACCOUNT: u8 = 0;
+const STAGE_REGION: u8 = 1;
+const STAGE_VPC: u8 = 2;
+const STAGE_DNS: u8 = 3;
+const STAGE_PRESET: u8 = 4;
+const STAGE_COUNT: u8 = 5;
+
+/// The operator's own account and region: what an object that names neither gets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Home {
+    pub region: String,
+    /// None: not known (the operator could not ask STS).
+    pub account: Option<String>,
+}
 
 /// Where a set of rules comes from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +84,10 @@ impl std::fmt::Display for Source {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     pub source: Source,
+    /// The role to assume; None: the operator's own credentials and account.
+    pub account: Option<AccountAccess>,
+    /// Regions allowed; empty: the operator's own region only.
+    pub regions: Vec<String>,
     pub vpcs: VpcRules,
     pub private_dns: bool,
     pub presets: Vec<PolicyPreset>,
@@ -69,6 +99,8 @@ impl Rules {
     pub fn builtin() -> Self {
         Rules {
             source: Source::Builtin,
+            account: None,
+            regions: Vec::new(),
             vpcs: VpcRules::default(),
             private_dns: false,
             presets: vec![PolicyPreset::InvokeOnly, PolicyPreset::ReadOnly],
@@ -108,6 +140,8 @@ impl Grant {
             },
             rules: Rules {
                 source: Source::Grant(name),
+                account: g.spec.account.clone(),
+                regions: g.spec.regions.clone(),
                 vpcs: g.spec.vpcs.clone(),
                 private_dns: g.spec.private_dns,
                 presets: g.spec.policy_presets.clone(),
@@ -122,6 +156,8 @@ impl Grant {
             selection: Selection::Every,
             rules: Rules {
                 source: Source::Unreadable(name, error),
+                account: None,
+                regions: Vec::new(),
                 vpcs: VpcRules {
                     cluster_vpc: false,
                     ids: Vec::new(),
@@ -154,6 +190,12 @@ pub struct Namespace {
 /// What an object asks for, as far as tenancy is concerned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ask {
+    /// None: the operator's own account (the spec names none, or names the operator's).
+    pub account: Option<String>,
+    /// The region (the spec's, else the operator's).
+    pub region: String,
+    /// `region` is the operator's own.
+    pub home_region: bool,
     /// None: the cluster's VPC (the spec names none).
     pub vpc: Option<String>,
     pub private_dns: bool,
@@ -163,8 +205,15 @@ pub struct Ask {
 }
 
 impl Ask {
-    pub fn of(spec: &BedrockPrivateLinkSpec) -> Ask {
+    pub fn of(spec: &BedrockPrivateLinkSpec, home: &Home) -> Ask {
+        let region = spec.region.clone().unwrap_or_else(|| home.region.clone());
         Ask {
+            account: spec
+                .account
+                .clone()
+                .filter(|a| home.account.as_ref() != Some(a)),
+            home_region: region == home.region,
+            region,
             vpc: spec.vpc_id.clone(),
             private_dns: spec.private_dns,
             preset: spec.policy.as_ref().map(|p| p.preset).unwrap_or_default(),
@@ -185,6 +234,8 @@ pub struct Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     pub by: Source,
+    /// The role of the admitting grant (None: the operator's own credentials).
+    pub account: Option<AccountAccess>,
     /// The namespace's endpoints with this object's (in creation order, up to it).
     pub namespace_endpoints: u32,
 }
@@ -232,16 +283,66 @@ fn describe_presets(p: &[PolicyPreset]) -> String {
         .join(", ")
 }
 
-/// VPC, private DNS and preset (everything but the count).
+fn describe_account(r: &Rules) -> String {
+    match &r.account {
+        None => "only the operator's own account".into(),
+        Some(a) => format!("only account {} (role {})", a.account_id(), a.role_arn),
+    }
+}
+
+fn describe_regions(r: &Rules) -> String {
+    if r.regions.is_empty() {
+        "only the operator's own region".into()
+    } else {
+        format!("only {}", r.regions.join(", "))
+    }
+}
+
+/// Whether the rule's account is the one asked for.
+pub(crate) fn allows_account(r: &Rules, ask: &Ask) -> bool {
+    match (&r.account, &ask.account) {
+        (None, None) => true,
+        (Some(role), Some(account)) => role.account_id() == account,
+        _ => false,
+    }
+}
+
+/// Whether the rule allows the region asked for.
+pub(crate) fn allows_region(r: &Rules, ask: &Ask) -> bool {
+    if r.regions.is_empty() {
+        ask.home_region
+    } else {
+        r.regions.contains(&ask.region)
+    }
+}
+
+/// Account, region, VPC, private DNS and preset (everything but the count).
 fn allows_shape(r: &Rules, ask: &Ask, cluster_vpcs: &BTreeSet<String>) -> Result<(), Objection> {
+    if !allows_account(r, ask) {
+        return Err(Objection {
+            stage: STAGE_ACCOUNT,
+            reason: ACCOUNT_NOT_GRANTED,
+            clause: format!("{} grants {} (spec.account)", r.source, describe_account(r)),
+        });
+    }
+    if !allows_region(r, ask) {
+        return Err(Objection {
+            stage: STAGE_REGION,
+            reason: REGION_NOT_ALLOWED,
+            clause: format!("{} allows {} (spec.regions)", r.source, describe_regions(r)),
+        });
+    }
+    // The cluster's VPC is in the operator's own account and region.
+    let home = ask.account.is_none() && ask.home_region;
+    let cluster_vpc = r.vpcs.cluster_vpc && home;
     let vpc_ok = r.vpcs.any
         || match &ask.vpc {
-            None => r.vpcs.cluster_vpc,
-            Some(v) => r.vpcs.ids.contains(v) || (r.vpcs.cluster_vpc && cluster_vpcs.contains(v)),
+            None => cluster_vpc,
+            Some(v) => r.vpcs.ids.contains(v) || (cluster_vpc && cluster_vpcs.contains(v)),
         };
     if !vpc_ok {
         return Err(Objection {
-            stage: 0,
+            stage: STAGE_VPC,
             reason: VPC_NOT_ALLOWED,
             clause: format!(
                 "{} allows {} (spec.vpcs)",
@@ -252,14 +353,14 @@ fn allows_shape(r: &Rules, ask: &Ask, cluster_vpcs: &BTreeSet<String>) -> Result
     }
     if ask.private_dns && !r.private_dns {
         return Err(Objection {
-            stage: 1,
+            stage: STAGE_DNS,
             reason: PRIVATE_DNS_NOT_ALLOWED,
             clause: format!("{} does not allow private DNS (spec.privateDns)", r.source),
         });
     }
     if !r.presets.contains(&ask.preset) {
         return Err(Objection {
-            stage: 2,
+            stage: STAGE_PRESET,
             reason: PRESET_NOT_ALLOWED,
             clause: format!(
                 "{} allows {} (spec.policyPresets)",
@@ -311,11 +412,12 @@ pub fn admit(
             Ok(()) if used.saturating_add(ask.endpoints) <= r.max_endpoints => {
                 return Ok(Admitted {
                     by: r.source.clone(),
+                    account: r.account.clone(),
                     namespace_endpoints: used + ask.endpoints,
                 });
             }
             Ok(()) => objections.push(Objection {
-                stage: 3,
+                stage: STAGE_COUNT,
                 reason: ENDPOINT_LIMIT,
                 clause: format!(
                     "{} allows {} endpoints in this namespace (spec.maxEndpointsPerNamespace)",
@@ -344,12 +446,23 @@ fn refusal(
         .max_by_key(|(i, o)| (o.stage, std::cmp::Reverse(*i)))
         .map(|(_, o)| o.clone())
         .expect("one objection per rule");
-    let reason = if unreadable.is_some() && objections.iter().all(|o| o.stage == 0) {
+    let reason = if unreadable.is_some() && objections.iter().all(|o| o.stage <= STAGE_VPC) {
         GRANT_UNREADABLE
     } else {
         best.reason
     };
     let what = match best.reason {
+        ACCOUNT_NOT_GRANTED => match &ask.account {
+            Some(a) => format!("account {a} is not granted to namespace {}", ns.name),
+            None => format!(
+                "the operator's own account is not granted to namespace {}",
+                ns.name
+            ),
+        },
+        REGION_NOT_ALLOWED => format!(
+            "region {} is not allowed for namespace {}",
+            ask.region, ns.name
+        ),
         VPC_NOT_ALLOWED => format!(
             "VPC {} is not allowed for namespace {}",
             ask.vpc.as_deref().unwrap_or("(the cluster's)"),
@@ -373,6 +486,14 @@ fn refusal(
     };
     let fix = match reason {
         GRANT_UNREADABLE => "A cluster admin must fix or delete that grant".to_string(),
+        ACCOUNT_NOT_GRANTED => format!(
+            "Set spec.account to a granted account, or ask a cluster admin for a BedrockPrivateLinkGrant that selects this namespace with account.roleArn in account {}. Nothing was assumed",
+            ask.account.as_deref().unwrap_or("(the operator's own)")
+        ),
+        REGION_NOT_ALLOWED => format!(
+            "Use an allowed region in spec.region, or ask a cluster admin to add {} to the regions of a BedrockPrivateLinkGrant that selects this namespace",
+            ask.region
+        ),
         VPC_NOT_ALLOWED => format!(
             "Use an allowed VPC, or ask a cluster admin to allow {} in a BedrockPrivateLinkGrant that selects this namespace",
             ask.vpc.as_deref().unwrap_or("it")
@@ -412,6 +533,9 @@ mod tests {
 
     fn ask(vpc: Option<&str>, dns: bool, preset: PolicyPreset, endpoints: u32) -> Ask {
         Ask {
+            account: None,
+            region: "us-east-1".into(),
+            home_region: true,
             vpc: vpc.map(str::to_string),
             private_dns: dns,
             preset,
@@ -421,6 +545,14 @@ mod tests {
 
     fn plain() -> Ask {
         ask(None, false, PolicyPreset::InvokeOnly, 1)
+    }
+
+    impl Ask {
+        fn with_region(mut self, region: &str) -> Ask {
+            self.home_region = region == "us-east-1";
+            self.region = region.into();
+            self
+        }
     }
 
     fn grant(json: serde_json::Value) -> Grant {
@@ -701,6 +833,231 @@ mod tests {
             "{}",
             r.message
         );
+    }
+
+    const B: &str = "111111111111";
+    const C: &str = "222222222222";
+
+    fn in_account(account: Option<&str>, region: &str) -> Ask {
+        Ask {
+            account: account.map(str::to_string),
+            home_region: region == "us-east-1",
+            region: region.into(),
+            vpc: Some(OTHER.into()),
+            ..plain()
+        }
+    }
+
+    #[test]
+    fn accounts_and_regions_are_granted_per_namespace() {
+        let b = grant(serde_json::json!({"name": "b", "spec": {
+            "namespaces": {"names": ["team-b"]},
+            "account": {"roleArn": format!("arn:aws:iam::{B}:role/bpl"), "externalId": "x1"},
+            "regions": ["us-east-1", "us-west-2"],
+            "vpcs": {"ids": [OTHER]},
+        }}));
+        let c = grant(serde_json::json!({"name": "c", "spec": {
+            "namespaces": {"selector": {"matchLabels": {"account": "c"}}},
+            "account": {"roleArn": format!("arn:aws:iam::{C}:role/bpl")},
+            "vpcs": {"any": true},
+        }}));
+        let own_west = grant(serde_json::json!({"name": "own-west", "spec": {
+            "namespaces": {"names": ["team-own"]},
+            "regions": ["us-west-2"],
+            "vpcs": {"any": true},
+        }}));
+        let grants = [b, c, own_west];
+        let (nb, nc, nown, nobody) = (
+            ns("team-b", &[]),
+            ns("team-c", &[("account", "c")]),
+            ns("team-own", &[]),
+            ns("team-x", &[]),
+        );
+        type Case<'a> = (
+            &'a str,
+            &'a Namespace,
+            Ask,
+            Result<Option<&'a str>, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "B in its first region",
+                &nb,
+                in_account(Some(B), "us-east-1"),
+                Ok(Some(B)),
+            ),
+            (
+                "B in its second region",
+                &nb,
+                in_account(Some(B), "us-west-2"),
+                Ok(Some(B)),
+            ),
+            (
+                "B in a region not listed",
+                &nb,
+                in_account(Some(B), "eu-west-1"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+            (
+                "C, not granted to team-b",
+                &nb,
+                in_account(Some(C), "us-east-1"),
+                Err(ACCOUNT_NOT_GRANTED),
+            ),
+            (
+                "team-b's own account: its grant names B only",
+                &nb,
+                in_account(None, "us-east-1"),
+                Err(ACCOUNT_NOT_GRANTED),
+            ),
+            (
+                "C by label, its default region",
+                &nc,
+                in_account(Some(C), "us-east-1"),
+                Ok(Some(C)),
+            ),
+            (
+                "C outside the operator's region",
+                &nc,
+                in_account(Some(C), "us-west-2"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+            (
+                "own account, another region",
+                &nown,
+                in_account(None, "us-west-2"),
+                Ok(None),
+            ),
+            (
+                "own account: the home region is not listed",
+                &nown,
+                in_account(None, "us-east-1"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+            (
+                "no grant: no other account",
+                &nobody,
+                in_account(Some(B), "us-east-1"),
+                Err(ACCOUNT_NOT_GRANTED),
+            ),
+            (
+                "no grant: no other region",
+                &nobody,
+                ask(None, false, InvokeOnly, 1).with_region("us-west-2"),
+                Err(REGION_NOT_ALLOWED),
+            ),
+        ];
+        for (name, n, a, want) in cases {
+            match (want, admit(&a, &[], n, &grants, &cluster())) {
+                (Ok(account), Ok(adm)) => assert_eq!(
+                    adm.account.as_ref().map(|r| r.account_id()),
+                    account,
+                    "{name}"
+                ),
+                (Err(reason), Err(r)) => assert_eq!(r.reason, reason, "{name}: {}", r.message),
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+        // The admitting grant's role, external id included, is what the operator assumes.
+        let adm = admit(
+            &in_account(Some(B), "us-west-2"),
+            &[],
+            &nb,
+            &grants,
+            &cluster(),
+        )
+        .unwrap();
+        let role = adm.account.unwrap();
+        assert_eq!(role.role_arn, format!("arn:aws:iam::{B}:role/bpl"));
+        assert_eq!(role.external_id.as_deref(), Some("x1"));
+        // Messages name the account or region, the grant, and what to change.
+        let r = admit(
+            &in_account(Some(C), "us-east-1"),
+            &[],
+            &nb,
+            &grants,
+            &cluster(),
+        )
+        .unwrap_err();
+        assert!(
+            r.message
+                .contains(&format!("account {C} is not granted to namespace team-b")),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains(&format!(
+                "BedrockPrivateLinkGrant b grants only account {B}"
+            )),
+            "{}",
+            r.message
+        );
+        let r = admit(
+            &in_account(Some(B), "eu-west-1"),
+            &[],
+            &nb,
+            &grants,
+            &cluster(),
+        )
+        .unwrap_err();
+        assert!(
+            r.message.contains("region eu-west-1 is not allowed"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message
+                .contains("allows only us-east-1, us-west-2 (spec.regions)"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn the_cluster_vpc_is_only_in_the_operators_own_account_and_region() {
+        let own_west = grant(serde_json::json!({"name": "w", "spec": {
+            "namespaces": {"names": ["t"]}, "regions": ["us-east-1", "us-west-2"]}}));
+        let t = ns("t", &[]);
+        assert!(
+            admit(
+                &plain(),
+                &[],
+                &t,
+                std::slice::from_ref(&own_west),
+                &cluster()
+            )
+            .is_ok()
+        );
+        let r = admit(
+            &plain().with_region("us-west-2"),
+            &[],
+            &t,
+            &[own_west],
+            &cluster(),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, VPC_NOT_ALLOWED, "{}", r.message);
+    }
+
+    #[test]
+    fn asks_name_the_operators_own_account_as_none() {
+        let home = Home {
+            region: "us-east-1".into(),
+            account: Some("123456789012".into()),
+        };
+        let spec = |json: serde_json::Value| -> BedrockPrivateLinkSpec {
+            serde_json::from_value(json).unwrap()
+        };
+        let a = Ask::of(&spec(serde_json::json!({"account": "123456789012"})), &home);
+        assert_eq!((a.account, a.home_region), (None, true));
+        let a = Ask::of(
+            &spec(serde_json::json!({"account": B, "region": "us-west-2"})),
+            &home,
+        );
+        assert_eq!(a.account.as_deref(), Some(B));
+        assert_eq!((a.region.as_str(), a.home_region), ("us-west-2", false));
+        let a = Ask::of(&spec(serde_json::json!({"region": "us-east-1"})), &home);
+        assert!(a.home_region);
     }
 
     #[test]

@@ -11,7 +11,14 @@ moto's WSGI application in a middleware of ours that
 * checks DeleteSecurityGroup for dependent endpoints/ENIs before passing it on;
 * passes every other request to moto unchanged;
 * injects faults (errors, latency), counts calls, and serves a JSON control API
-  under /_harness/ on the same port.
+  under /_harness/ on the same port;
+* serves several accounts and regions (issue 17): every EC2 call acts in the account
+  of its access key (moto keys its backends by it; keys from STS AssumeRole belong to
+  the role's account) and the region it is signed for. STS AssumeRole is checked
+  against the seeded roles' trust (the caller's account, the external id) before moto
+  answers it, sessions can be capped to a few seconds (config `session_seconds`), and
+  an EC2 call signed with an expired session gets ExpiredToken. What it does not
+  reproduce of STS: see README.md ("Accounts and STS").
 
 Run: python tests/emulator/harness.py --host 127.0.0.1 --port P --region us-east-1 \
         --seed-out .rig/seed.json
@@ -64,6 +71,7 @@ from moto.core.parse import EC2QueryParser  # noqa: E402
 from moto.core.serialize import XFormedAttributePicker, get_serializer_class  # noqa: E402
 from moto.core.utils import get_service_model  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.iam.models import get_account_id_from  # noqa: E402
 from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend  # noqa: E402
 from moto.moto_api._internal.models import moto_api_backend  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
@@ -213,8 +221,16 @@ def _cache_backend_for_host(app: DomainDispatcherApplication) -> None:
 
     app.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
 
-ACCOUNT_ID = "123456789012"  # moto's default account
+ACCOUNT_ID = "123456789012"  # moto's default account: the operator's own (key "testing")
 DEFAULT_REGION = "us-east-1"
+SECOND_REGION = "us-west-2"
+# Further accounts, each with a role the operator's account may assume (issue 17).
+# Account B's role requires an external id; account C's does not.
+ACCOUNT_B = "111111111111"
+ACCOUNT_C = "222222222222"
+ROLE_NAME = "bedrock-privatelink-target"
+EXTERNAL_ID_B = "bpl-rig-external-id"
+STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 EC2_API_VERSION = "2016-11-15"
 
 ENDPOINT_STATES = (
@@ -362,6 +378,8 @@ class HarnessConfig:
     deleting_seconds: float = 1.0
     deleted_seconds: float = 1.0
     eni_linger_seconds: float = 0.0
+    # Longest lifetime of an AssumeRole session (0: as asked, moto's default 1 h).
+    session_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -369,6 +387,7 @@ class HarnessConfig:
             "deleting_seconds": self.deleting_seconds,
             "deleted_seconds": self.deleted_seconds,
             "eni_linger_seconds": self.eni_linger_seconds,
+            "session_seconds": self.session_seconds,
         }
 
 
@@ -380,10 +399,22 @@ class FaultRule:
     latency_ms: float = 0.0
     count: int | None = None  # how many faults this rule may still inject; None = no limit
     phase: str = "before"  # before: call not executed; after: executed, answer replaced
+    account: str | None = None  # only calls in this account (None: any)
+    region: str | None = None  # only calls in this region (None: any)
+
+    def key(self) -> str:
+        return "|".join((self.action, self.account or "", self.region or ""))
+
+    def matches(self, account: str, region: str) -> bool:
+        return (self.account is None or self.account == account) and (
+            self.region is None or self.region == region
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "action": self.action,
+            "account": self.account,
+            "region": self.region,
             "error": self.error,
             "rate": self.rate,
             "latency_ms": self.latency_ms,
@@ -399,6 +430,7 @@ class EndpointMeta:
     region: str
     suffix: str
     private_zone_id: str
+    account: str = ACCOUNT_ID
     pending_until: float = 0.0
     hold_state: str | None = None
     hold_until: float | None = None
@@ -407,6 +439,24 @@ class EndpointMeta:
     deleting_started: float | None = None
     deleting_until: float | None = None
     vanish_at: float | None = None
+
+
+@dataclass
+class Role:
+    """A seeded IAM role: who may assume it (accounts) and the external id it requires."""
+
+    arn: str
+    account: str
+    trusted_accounts: tuple[str, ...]
+    external_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arn": self.arn,
+            "account": self.account,
+            "trusted_accounts": list(self.trusted_accounts),
+            "external_id": self.external_id,
+        }
 
 
 @dataclass
@@ -426,15 +476,19 @@ class Harness:
         deleted_seconds: float = 1.0,
         eni_linger_seconds: float = 0.0,
         fault_seed: int | None = None,
+        session_seconds: float = 0.0,
         seed_topology: bool = True,
         seed_out: str | None = None,
     ):
         self.region = region
+        self.second_region = SECOND_REGION if region != SECOND_REGION else DEFAULT_REGION
+        self._tls = threading.local()  # the account of the request being handled
         self._initial_config = HarnessConfig(
             pending_seconds=float(pending_seconds),
             deleting_seconds=float(deleting_seconds),
             deleted_seconds=float(deleted_seconds),
             eni_linger_seconds=float(eni_linger_seconds),
+            session_seconds=float(session_seconds),
         )
         self.fault_seed = fault_seed
         self._initial_fault_seed = fault_seed
@@ -482,10 +536,17 @@ class Harness:
                 # after `_meta_for`, so the clock costs O(endpoints in motion), not O(all).
                 # Each maps to the monotonic time from which tick() has work for it.
                 self.unsettled: dict[str, float] = {}
-                # Per region: (backend, ENI ids, subnet id -> primary ENI addresses).
-                self._eni_ips: dict[str, tuple[Any, set[str], dict[str, set[Any]]]] = {}
-                self.tokens: dict[tuple[str, str], TokenRecord] = {}
-                self.sg_linger: list[tuple[str, str, float]] = []  # (region, sg id, until)
+                # Per (account, region): (backend, ENI ids, subnet id -> primary ENI addresses).
+                self._eni_ips: dict[tuple[str, str], tuple[Any, set[str], dict[str, set[Any]]]] = {}
+                self.tokens: dict[tuple[str, str, str], TokenRecord] = {}  # (account, region, token)
+                self.sg_linger: list[tuple[str, str, str, float]] = []  # (account, region, sg id, until)
+                # STS (issue 17): the roles, the sessions handed out (access key -> account,
+                # role, wall-clock expiry), AssumeRole outcomes per role, ExpiredToken answers.
+                self.roles: dict[str, Role] = {}
+                self.sessions: dict[str, tuple[str, str, float]] = {}
+                self.assume_role: dict[str, dict[str, int]] = {}
+                self.expired_rejections: dict[str, int] = {}
+                self.calls_by_scope: dict[str, dict[str, int]] = {}  # "account/region" -> action -> n
                 self.service_azs: dict[str, list[str]] = {}
                 self.new_endpoint_rules: list[dict[str, Any]] = []
                 self.faults: dict[str, FaultRule] = {}
@@ -503,8 +564,21 @@ class Harness:
                     self._write_seed(self.seed_out, self.seed)
             return self.seed
 
-    def _backend(self, region: str) -> Any:
-        return ec2_backends[ACCOUNT_ID][region]
+    def _account(self) -> str:
+        """The account of the request being handled (the operator's own outside a request)."""
+        return getattr(self._tls, "account", None) or ACCOUNT_ID
+
+    def _backend(self, region: str, account: str | None = None) -> Any:
+        return ec2_backends[account or self._account()][region]
+
+    @staticmethod
+    def _access_key(environ: dict[str, Any], values: MultiDict) -> str | None:
+        auth = environ.get("HTTP_AUTHORIZATION", "") or ""
+        m = re.search(r"Credential=([^/,\s]+)/", auth)
+        if m:
+            return m.group(1)
+        cred = values.get("X-Amz-Credential")
+        return cred.split("/")[0] if cred else None
 
     @staticmethod
     def _zones(region: str) -> list[Any]:
@@ -515,8 +589,45 @@ class Harness:
 
     # --------------------------------------------------------------- seeding
     def _seed_topology(self) -> dict[str, Any]:
+        seed = self._seed_cluster()
+        seed["account"] = ACCOUNT_ID
+        seed["second_region"] = self.second_region
+        # Other accounts and the second region (issue 17): a VPC with subnets in each, and a
+        # role per account that the operator's account may assume.
+        others = []
+        for n, (account, region) in enumerate(
+            [(ACCOUNT_B, self.region), (ACCOUNT_B, self.second_region),
+             (ACCOUNT_C, self.region), (ACCOUNT_ID, self.second_region)], start=1):
+            others.append(self._seed_vpc(account, region, f"10.{100 + n}.0.0/16"))
+        seed["vpcs"] = others
+        roles = [
+            Role(f"arn:aws:iam::{ACCOUNT_B}:role/{ROLE_NAME}", ACCOUNT_B, (ACCOUNT_ID,), EXTERNAL_ID_B),
+            Role(f"arn:aws:iam::{ACCOUNT_C}:role/{ROLE_NAME}", ACCOUNT_C, (ACCOUNT_ID,)),
+        ]
+        self.roles = {r.arn: r for r in roles}
+        seed["roles"] = [r.as_dict() for r in roles]
+        return seed
+
+    def _seed_vpc(self, account: str, region: str, cidr: str) -> dict[str, Any]:
+        """A VPC with DNS support and one subnet in each of the region's first three zones."""
+        be = self._backend(region, account)
+        vpc = be.create_vpc(cidr)
+        be.create_tags([vpc.id], {"Name": f"bpl-rig-{account}-{region}"})
+        be.modify_vpc_attribute(vpc.id, "enable_dns_support", True)
+        be.modify_vpc_attribute(vpc.id, "enable_dns_hostnames", True)
+        zone_ids = self._zone_ids(region)
+        net = ipaddress.IPv4Network(cidr)
+        subnets = []
+        for i, az in enumerate([z.name for z in self._zones(region)][:3], start=1):
+            sub = str(list(net.subnets(new_prefix=24))[i])
+            sn = be.create_subnet(vpc.id, sub, availability_zone=az)
+            be.create_tags([sn.id], {"Name": f"bpl-rig-private-{az}", "kubernetes.io/role/internal-elb": "1"})
+            subnets.append({"id": sn.id, "az": az, "az_id": zone_ids.get(az), "cidr": sub})
+        return {"account": account, "region": region, "vpc_id": vpc.id, "vpc_cidr": cidr, "subnets": subnets}
+
+    def _seed_cluster(self) -> dict[str, Any]:
         region = self.region
-        be = self._backend(region)
+        be = self._backend(region, ACCOUNT_ID)
         vpc = be.create_vpc(SEED_VPC_CIDR)
         be.create_tags([vpc.id], {"Name": "bpl-rig-cluster"})
         be.modify_vpc_attribute(vpc.id, "enable_dns_support", True)
@@ -595,7 +706,8 @@ class Harness:
     def _meta_for(self, ep: Any, region: str) -> EndpointMeta:
         m = self.meta.get(ep.id)
         if m is None:
-            m = EndpointMeta(region=region, suffix=self._suffix(), private_zone_id=self._zone_id())
+            m = EndpointMeta(region=region, suffix=self._suffix(), private_zone_id=self._zone_id(),
+                             account=self._account())
             self.meta[ep.id] = m
         self.unsettled[ep.id] = -math.inf
         return m
@@ -612,7 +724,7 @@ class Harness:
         """Advance every endpoint's state to what the clock says."""
         with self.lock:
             now = time.monotonic()
-            backends: dict[str, Any] = {}
+            backends: dict[tuple[str, str], Any] = {}
             for ep_id, due in list(self.unsettled.items()):
                 if now < due:
                     continue
@@ -620,9 +732,9 @@ class Harness:
                 if m is None:
                     del self.unsettled[ep_id]
                     continue
-                be = backends.get(m.region)
+                be = backends.get((m.account, m.region))
                 if be is None:
-                    be = backends[m.region] = self._backend(m.region)
+                    be = backends[(m.account, m.region)] = self._backend(m.region, m.account)
                 ep = be.vpc_end_points.get(ep_id)
                 if ep is None:
                     del self.meta[ep_id]
@@ -679,7 +791,7 @@ class Harness:
     def _finish_delete(self, be: Any, ep: Any, m: EndpointMeta, now: float) -> None:
         if self.config.eni_linger_seconds > 0:
             for gid in ep.security_group_ids:
-                self.sg_linger.append((m.region, gid, now + self.config.eni_linger_seconds))
+                self.sg_linger.append((m.account, m.region, gid, now + self.config.eni_linger_seconds))
         if not ep.vpc_endpoint_type:
             ep.vpc_endpoint_type = "Gateway"
         be.delete_vpc_endpoints(vpce_ids=[ep.id])  # removes ENIs / routes, state=deleted
@@ -715,7 +827,7 @@ class Harness:
         be = self._backend(region)
         base = self._svc_cache.get(region)
         if base is None:
-            base = copy.deepcopy(be._collect_default_endpoint_services(ACCOUNT_ID, region))
+            base = copy.deepcopy(be._collect_default_endpoint_services(be.account_id, region))
             by_name = {s["ServiceName"]: s for s in base}
             zones = [z.name for z in self._zones(region)]
             for short, tmpl in BEDROCK_SERVICES.items():
@@ -771,6 +883,7 @@ class Harness:
 
     # ------------------------------------------------------------ WSGI entry
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self._tls.account = None
         path = environ.get("PATH_INFO", "") or ""
         if path == "/_harness" or path.startswith("/_harness/"):
             return self._control(environ, start_response)
@@ -778,8 +891,15 @@ class Harness:
         values = self._form_values(environ, body)
         action = values.get("Action")
         service, region = self._service_region(environ, values)
+        key = self._access_key(environ, values)
+        if service == "sts" and action == "AssumeRole":
+            return self._assume_role(key, values, environ)(environ, start_response)
         if service != "ec2" or not action:
             return self.moto_app(environ, start_response)
+        expired = self._expired(key)
+        if expired is not None:
+            return expired(environ, start_response)
+        self._tls.account = get_account_id_from(key) if key else ACCOUNT_ID
         if not environ.get("HTTP_AUTHORIZATION"):
             # Unsigned EC2 call (recognised by its Version): tell moto which service it is.
             environ["HTTP_AUTHORIZATION"] = (
@@ -788,6 +908,80 @@ class Harness:
             )
         response = self._handle_ec2(action, region, values, environ)
         return response(environ, start_response)
+
+    # ------------------------------------------------------------------ STS
+    @staticmethod
+    def _sts_error(code: str, message: str, status: int) -> Response:
+        rid = _new_request_id()
+        body = (
+            f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type><Code>{xml_escape(code)}</Code>'
+            f"<Message>{xml_escape(message)}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+        )
+        return Response(body, status=status, content_type="text/xml",
+                        headers=[("x-amzn-RequestId", rid)])
+
+    def _count_assume(self, role_arn: str, outcome: str) -> None:
+        with self.stats_lock:
+            per = self.assume_role.setdefault(role_arn, {})
+            per[outcome] = per.get(outcome, 0) + 1
+
+    def _assume_role(self, key: str | None, values: MultiDict, environ: dict[str, Any]) -> Response:
+        """AssumeRole as IAM would judge it for the seeded roles: the role must exist, trust the
+        caller's account, and get the external id it requires; then moto answers (its key maps
+        to the role's account), with the session capped to `session_seconds` if set."""
+        role_arn = values.get("RoleArn") or ""
+        caller_account = get_account_id_from(key) if key else ACCOUNT_ID
+        caller = f"arn:aws:iam::{caller_account}:user/moto"
+        with self.stats_lock:
+            caller_session = self.sessions.get(key or "")
+        if caller_session is not None:
+            caller = f"arn:aws:sts::{caller_session[0]}:assumed-role/{caller_session[1].split('/')[-1]}/session"
+            if time.time() >= caller_session[2]:
+                self._count_assume(role_arn, "ExpiredToken")
+                return self._sts_error("ExpiredToken", "The security token included in the request is expired", 400)
+        role = self.roles.get(role_arn)
+        denied = f"User: {caller} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+        if role is None or caller_account not in role.trusted_accounts:
+            self._count_assume(role_arn, "AccessDenied")
+            return self._sts_error("AccessDenied", denied, 403)
+        if role.external_id is not None and values.get("ExternalId") != role.external_id:
+            self._count_assume(role_arn, "AccessDenied")
+            return self._sts_error("AccessDenied", denied, 403)
+        environ["wsgi.input"].seek(0)
+        app_iter, status, headers = run_wsgi_app(self.moto_app, environ, buffered=True)
+        try:
+            data = b"".join(app_iter).decode()
+        finally:
+            if hasattr(app_iter, "close"):
+                app_iter.close()
+        if not str(status).startswith("200"):
+            self._count_assume(role_arn, "error")
+            return Response(data, status=status, headers=headers)
+        m = re.search(r"<AccessKeyId>([^<]+)</AccessKeyId>", data)
+        asked = int(values.get("DurationSeconds") or 3600)
+        lifetime = float(asked)
+        if self.config.session_seconds > 0:
+            lifetime = min(lifetime, self.config.session_seconds)
+        expiry = time.time() + lifetime
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expiry)) + f".{int(expiry % 1 * 1000):03d}Z"
+        data = re.sub(r"<Expiration>[^<]*</Expiration>", f"<Expiration>{stamp}</Expiration>", data, count=1)
+        if m:
+            with self.stats_lock:
+                self.sessions[m.group(1)] = (role.account, role.arn, expiry)
+        self._count_assume(role_arn, "ok")
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        return Response(data, status=status, headers=headers)
+
+    def _expired(self, key: str | None) -> Response | None:
+        """ExpiredToken for a call signed with a session past its expiry."""
+        if not key:
+            return None
+        with self.stats_lock:
+            session = self.sessions.get(key)
+            if session is None or time.time() < session[2]:
+                return None
+            self.expired_rejections[session[1]] = self.expired_rejections.get(session[1], 0) + 1
+        return error_response("ExpiredToken", "The security token included in the request is expired", 400)
 
     @staticmethod
     def _buffer_body(environ: dict[str, Any]) -> bytes:
@@ -832,7 +1026,7 @@ class Harness:
 
     # ------------------------------------------------------------- EC2 calls
     def _handle_ec2(self, action: str, region: str, values: MultiDict, environ: dict[str, Any]) -> Response:
-        latency, fault = self._pick_fault(action)
+        latency, fault = self._pick_fault(action, self._account(), region)
         if latency > 0:
             time.sleep(latency)
         if fault is not None and fault.phase == "before":
@@ -1003,19 +1197,19 @@ class Harness:
     def _subnet_eni_ips(self, be: Any, region: str) -> dict[str, set[Any]]:
         """subnet id -> primary addresses of its ENIs; rebuilt when moto's ENIs are not the
         ones we last indexed (an ENI's subnet and primary address never change)."""
-        cached = self._eni_ips.get(region)
+        cached = self._eni_ips.get((be.account_id, region))
         if cached is not None and cached[0] is be and be.enis.keys() == cached[1]:
             return cached[2]
         by_subnet: dict[str, set[Any]] = {}
         for eni in be.enis.values():
             by_subnet.setdefault(getattr(eni.subnet, "id", None), set()).add(eni.private_ip_address)
-        self._eni_ips[region] = (be, set(be.enis.keys()), by_subnet)
+        self._eni_ips[(be.account_id, region)] = (be, set(be.enis.keys()), by_subnet)
         return by_subnet
 
     def _note_new_eni(self, be: Any, region: str, eni: Any) -> None:
-        cached = self._eni_ips.get(region)
+        cached = self._eni_ips.get((be.account_id, region))
         if cached is None or cached[0] is not be or eni.id in cached[1] or len(be.enis) != len(cached[1]) + 1:
-            self._eni_ips.pop(region, None)
+            self._eni_ips.pop((be.account_id, region), None)
             return
         cached[1].add(eni.id)
         cached[2].setdefault(getattr(eni.subnet, "id", None), set()).add(eni.private_ip_address)
@@ -1112,7 +1306,7 @@ class Harness:
                     f"The client token must be at most {MAX_CLIENT_TOKEN} ASCII characters.",
                 )
             fp = self._fingerprint(values)
-            rec = self.tokens.get((region, token))
+            rec = self.tokens.get((self._account(), region, token))
             if rec is not None:
                 if rec.fingerprint != fp:
                     raise Ec2Error(
@@ -1149,7 +1343,7 @@ class Harness:
                 newest = list(be.vpc_end_points.values())[-1]
                 self._meta_for(newest, region)
                 if token is not None:
-                    self.tokens[(region, token)] = TokenRecord(self._fingerprint(values), newest)
+                    self.tokens[(self._account(), region, token)] = TokenRecord(self._fingerprint(values), newest)
             return response
 
         subnet_ids = list(p.get("SubnetIds") or [])
@@ -1197,7 +1391,7 @@ class Harness:
         self._apply_new_endpoint_rules(ep, m, now)
         self._refresh_dns(be, ep, region)
         if token is not None:
-            self.tokens[(region, token)] = TokenRecord(self._fingerprint(values), ep)
+            self.tokens[(self._account(), region, token)] = TokenRecord(self._fingerprint(values), ep)
         self.tick()
         return self._serialize("CreateVpcEndpoint", {"VpcEndpoint": ep, "ClientToken": token})
 
@@ -1490,8 +1684,10 @@ class Harness:
                 gid in ep.security_group_ids and ep.state != "deleted"
                 for ep in be.vpc_end_points.values()
             )
-            self.sg_linger = [x for x in self.sg_linger if x[2] > now]
-            dependent = dependent or any(r == region and g == gid for r, g, _ in self.sg_linger)
+            self.sg_linger = [x for x in self.sg_linger if x[3] > now]
+            dependent = dependent or any(
+                a == be.account_id and r == region and g == gid for a, r, g, _ in self.sg_linger
+            )
             dependent = dependent or any(
                 g.id == gid for eni in be.enis.values() for g in eni.group_set
             )
@@ -1507,10 +1703,16 @@ class Harness:
         return response
 
     # ------------------------------------------------------------- faults
-    def _pick_fault(self, action: str) -> tuple[float, FaultRule | None]:
+    def _pick_fault(self, action: str, account: str = ACCOUNT_ID,
+                    region: str = DEFAULT_REGION) -> tuple[float, FaultRule | None]:
         with self.stats_lock:
             self.calls[action] = self.calls.get(action, 0) + 1
-            rules = [r for r in (self.faults.get(action), self.faults.get("*")) if r is not None]
+            scope = self.calls_by_scope.setdefault(f"{account}/{region}", {})
+            scope[action] = scope.get(action, 0) + 1
+            rules = [r for r in self.faults.values()
+                     if r.action in (action, "*") and r.matches(account, region)]
+            # Most specific first: this action before "*", an account/region filter before none.
+            rules.sort(key=lambda r: (r.action == "*", r.account is None, r.region is None))
             latency = sum(r.latency_ms for r in rules) / 1000.0
             chosen = None
             for r in rules:
@@ -1562,6 +1764,8 @@ class Harness:
                     "ok": True,
                     "region": self.region,
                     "account": ACCOUNT_ID,
+                    "accounts": sorted({ACCOUNT_ID, *[r.account for r in self.roles.values()]}),
+                    "regions": [self.region, self.second_region],
                     "moto": moto.__version__,
                     "uptime_seconds": round(time.time() - self.started, 3),
                     "config": self.config.as_dict(),
@@ -1580,8 +1784,20 @@ class Harness:
                 return json_response({"calls": dict(self.calls), "faulted": dict(self.faulted)})
         if route == "calls/reset" and method == "POST":
             with self.stats_lock:
-                self.calls, self.faulted = {}, {}
+                self.calls, self.faulted, self.calls_by_scope = {}, {}, {}
             return json_response({"ok": True})
+        if route == "calls/by-scope" and method == "GET":
+            with self.stats_lock:
+                return json_response({"calls": copy.deepcopy(self.calls_by_scope)})
+        if route == "sts" and method == "GET":
+            with self.stats_lock:
+                return json_response({
+                    "roles": [r.as_dict() for r in self.roles.values()],
+                    "assume_role": copy.deepcopy(self.assume_role),
+                    "expired_rejections": dict(self.expired_rejections),
+                    "sessions": len(self.sessions),
+                    "session_seconds": self.config.session_seconds,
+                })
         if route == "config":
             if method == "GET":
                 return json_response(self.config.as_dict())
@@ -1606,7 +1822,7 @@ class Harness:
                 with self.stats_lock:
                     action = body.get("action")
                     if action:
-                        self.faults.pop(action, None)
+                        self.faults = {k: r for k, r in self.faults.items() if r.action != action}
                     else:
                         self.faults = {}
                 return json_response({"ok": True})
@@ -1626,7 +1842,8 @@ class Harness:
         raise ControlError(f"no route {method} {path}", 404)
 
     def _set_config(self, body: dict[str, Any]) -> dict[str, Any]:
-        allowed = {"pending_seconds", "deleting_seconds", "deleted_seconds", "eni_linger_seconds", "fault_seed"}
+        allowed = {"pending_seconds", "deleting_seconds", "deleted_seconds", "eni_linger_seconds", "fault_seed",
+                   "session_seconds"}
         unknown = set(body) - allowed
         if unknown:
             raise ControlError(f"unknown config keys: {sorted(unknown)}")
@@ -1679,6 +1896,11 @@ class Harness:
         latency = body.get("latency_ms", 0)
         count = body.get("count")
         phase = body.get("phase", "before")
+        account = body.get("account")
+        region = body.get("region")
+        for name, v in (("account", account), ("region", region)):
+            if v is not None and not isinstance(v, str):
+                raise ControlError(f"{name} must be a string or null")
         if not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
             raise ControlError("rate must be a number in [0, 1]")
         if not isinstance(latency, (int, float)) or latency < 0:
@@ -1688,12 +1910,12 @@ class Harness:
         if phase not in ("before", "after"):
             raise ControlError("phase must be 'before' or 'after'")
         rule = FaultRule(action=action, error=error, rate=float(rate), latency_ms=float(latency),
-                         count=count, phase=phase)
+                         count=count, phase=phase, account=account, region=region)
         with self.stats_lock:
             if error is None and not latency:
-                self.faults.pop(action, None)
+                self.faults.pop(rule.key(), None)
             else:
-                self.faults[action] = rule
+                self.faults[rule.key()] = rule
         return rule.as_dict()
 
     @staticmethod
@@ -1733,10 +1955,15 @@ class Harness:
             self.new_endpoint_rules.append(rule)
         return rule
 
+    def _scopes(self) -> set[tuple[str, str]]:
+        """Every (account, region) that may hold endpoints."""
+        return {(ACCOUNT_ID, self.region), *[(m.account, m.region) for m in self.meta.values()]}
+
     def _find_endpoint(self, ep_id: str) -> tuple[Any, str]:
-        for region in {self.region, *[m.region for m in self.meta.values()]}:
-            ep = self._backend(region).vpc_end_points.get(ep_id)
+        for account, region in self._scopes():
+            ep = self._backend(region, account).vpc_end_points.get(ep_id)
             if ep is not None:
+                self._tls.account = account
                 return ep, region
         raise ControlError(f"no endpoint {ep_id}", 404)
 
@@ -1744,6 +1971,8 @@ class Harness:
         m = self.meta.get(ep.id)
         return {
             "id": ep.id,
+            "account": m.account if m else ACCOUNT_ID,
+            "region": m.region if m else self.region,
             "state": ep.state,
             "service": ep.service_name,
             "vpc_id": ep.vpc_id,
@@ -1763,8 +1992,9 @@ class Harness:
         with self.lock:
             self.tick()
             out = []
-            for region in {self.region, *[m.region for m in self.meta.values()]}:
-                out += [self._endpoint_view(ep) for ep in self._backend(region).vpc_end_points.values()]
+            for account, region in self._scopes():
+                out += [self._endpoint_view(ep)
+                        for ep in self._backend(region, account).vpc_end_points.values()]
             return out
 
     def _endpoint_action(self, ep_id: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -1856,6 +2086,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eni-linger-seconds", type=float, default=0.0,
                     help="DeleteSecurityGroup gets DependencyViolation this long after an endpoint is deleted")
     ap.add_argument("--fault-seed", type=int, default=None, help="seed for the random fault choice")
+    ap.add_argument("--session-seconds", type=float, default=0.0,
+                    help="longest lifetime of an STS AssumeRole session (0: as asked)")
     ap.add_argument("--port-file", help="write the bound port here once listening")
     ap.add_argument("--quiet", action="store_true", help="no per-request log lines")
     ap.add_argument("--data-netns", help="network namespace (e.g. /run/netns/NAME) in which to serve the VPC's "
@@ -1877,6 +2109,7 @@ def main(argv: list[str] | None = None) -> int:
         deleted_seconds=args.deleted_seconds,
         eni_linger_seconds=args.eni_linger_seconds,
         fault_seed=args.fault_seed,
+        session_seconds=args.session_seconds,
         seed_topology=not args.no_seed,
         seed_out=args.seed_out,
     )

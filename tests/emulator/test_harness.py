@@ -553,7 +553,9 @@ def test_health_and_seed(hx):
     out = hx.control("GET", "health")
     assert out["ok"] is True and out["region"] == REGION and out["moto"] == "5.2.5"
     seed = hx.control("GET", "seed")
-    assert set(seed) == {"region", "vpc_id", "vpc_cidr", "subnets", "instances"}
+    assert set(seed) == {"region", "vpc_id", "vpc_cidr", "subnets", "instances",
+                         # other accounts and the second region (issue 17; test_accounts.py)
+                         "account", "second_region", "vpcs", "roles"}
     assert seed["vpc_cidr"] == "10.0.0.0/16"
     ec2 = hx.ec2
     vpc = ec2.describe_vpcs(VpcIds=[seed["vpc_id"]])["Vpcs"][0]
