@@ -252,7 +252,9 @@ async fn cluster_identity(
     }
     let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
     let ns = api.get("kube-system").await.map_err(|e| {
-        format!("reading the kube-system namespace for the cluster identity (or set --cluster-id): {e}")
+        format!(
+            "reading the kube-system namespace for the cluster identity (or set --cluster-id): {e}"
+        )
     })?;
     ns.metadata
         .uid

@@ -78,13 +78,17 @@ async fn hand_made_endpoint(rig: &Rig, net: &Network, private_dns: bool) -> Stri
         .and_then(|e| e.vpc_endpoint_id())
         .expect("endpoint id")
         .to_string();
-    eventually(Duration::from_secs(30), "hand-made endpoint available", || {
-        let id = id.clone();
-        async move {
-            let e = endpoint(rig, &id).await?;
-            (state_of(&e) == "available").then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "hand-made endpoint available",
+        || {
+            let id = id.clone();
+            async move {
+                let e = endpoint(rig, &id).await?;
+                (state_of(&e) == "available").then_some(())
+            }
+        },
+    )
     .await;
     id
 }
@@ -112,7 +116,7 @@ async fn a_hand_made_endpoint_is_adopted_in_place_without_a_create() {
     let _op = rig.operator(&ns, &["--cluster-id", &cluster]);
     rig.harness("POST", "calls/reset", json!({})).await;
 
-    let o = create_bpl(
+    create_bpl(
         &rig,
         &ns,
         "adopter",
@@ -192,7 +196,10 @@ async fn a_hand_made_endpoint_is_adopted_in_place_without_a_create() {
     let after = endpoint(&rig, &other).await.unwrap();
     assert_eq!(after.tags(), before.tags(), "not tagged");
     assert_eq!(subnets_of(&after), subnets_of(&before), "not changed");
-    assert!(rig.owned_groups(&uid_of(&m)).await.is_empty(), "nothing created");
+    assert!(
+        rig.owned_groups(&uid_of(&m)).await.is_empty(),
+        "nothing created"
+    );
     let calls = rig.emulator_calls().await;
     assert_eq!(calls.get("CreateVpcEndpoint").copied().unwrap_or(0), 0);
 
@@ -233,14 +240,20 @@ async fn blue_green_handover_keeps_the_endpoint_and_its_private_dns() {
     );
     // Two clusters, each its own operator over its own namespace, one VPC.
     let fast = ["--drift-sweep-seconds", "2"];
-    let _old_op = rig.operator(&old_ns, &[&["--cluster-id", green.as_str()][..], &fast].concat());
+    let _old_op = rig.operator(
+        &old_ns,
+        &[&["--cluster-id", green.as_str()][..], &fast].concat(),
+    );
     let spec = json!({"vpcId": net.vpc_id, "subnets": {"ids": net.subnet_ids()}});
-    let old = create_bpl(&rig, &old_ns, "bedrock", spec.clone()).await;
+    create_bpl(&rig, &old_ns, "bedrock", spec.clone()).await;
     let old = converged(&rig, &old_ns, "bedrock", READY_TIMEOUT).await;
     let id = old.status.as_ref().unwrap().endpoints[0]
         .vpc_endpoint_id
         .clone();
-    assert_eq!(private_dns_holders(&rig.ec2, &net.vpc_id).await, [id.clone()]);
+    assert_eq!(
+        private_dns_holders(&rig.ec2, &net.vpc_id).await,
+        [id.clone()]
+    );
 
     // Sample the emulator all through the switch.
     let stop = Arc::new(AtomicBool::new(false));
@@ -255,10 +268,13 @@ async fn blue_green_handover_keeps_the_endpoint_and_its_private_dns() {
             samples
         }
     });
-    let _new_op = rig.operator(&new_ns, &[&["--cluster-id", blue.as_str()][..], &fast].concat());
+    let _new_op = rig.operator(
+        &new_ns,
+        &[&["--cluster-id", blue.as_str()][..], &fast].concat(),
+    );
     let mut takeover = spec.clone();
     takeover["adopt"] = json!({"endpointIds": [id], "takeOver": true});
-    let new = create_bpl(&rig, &new_ns, "bedrock", takeover).await;
+    create_bpl(&rig, &new_ns, "bedrock", takeover).await;
     let new = converged(&rig, &new_ns, "bedrock", READY_TIMEOUT).await;
     assert_eq!(
         new.status.as_ref().unwrap().endpoints[0].vpc_endpoint_id,
@@ -280,7 +296,10 @@ async fn blue_green_handover_keeps_the_endpoint_and_its_private_dns() {
     eventually(Duration::from_secs(10), "HandedOver event", || {
         let (rig, ns, uid) = (&rig, old_ns.clone(), uid_of(&old));
         async move {
-            (!warning_events(rig, &ns, &uid, "HandedOver").await.is_empty()).then_some(())
+            (!warning_events(rig, &ns, &uid, "HandedOver")
+                .await
+                .is_empty())
+            .then_some(())
         }
     })
     .await;
@@ -349,7 +368,15 @@ async fn orphans_are_swept_after_the_grace_period_sparing_retain_and_other_clust
     // Another cluster's object in the same namespace and VPC, orphaned while its operator is
     // down: this cluster's sweep must never touch it.
     let other_cluster = format!("other-{}", short_id());
-    let mut other_op = rig.operator(&ns, &["--cluster-id", &other_cluster, "--orphan-sweep-seconds", "0"]);
+    let mut other_op = rig.operator(
+        &ns,
+        &[
+            "--cluster-id",
+            &other_cluster,
+            "--orphan-sweep-seconds",
+            "0",
+        ],
+    );
     let other = create_bpl(&rig, &ns, "other", spec("Delete")).await;
     converged(&rig, &ns, "other", READY_TIMEOUT).await;
     other_op.terminate().await;
@@ -387,16 +414,28 @@ async fn orphans_are_swept_after_the_grace_period_sparing_retain_and_other_clust
         1,
         "within the grace period"
     );
-    eventually(Duration::from_secs(60), "the orphan's endpoint deleted", || {
-        let (rig, uid) = (&rig, uid_of(&doomed));
-        async move { (live(&rig.owned_endpoints(&uid).await) == 0).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the orphan's endpoint deleted",
+        || {
+            let (rig, uid) = (&rig, uid_of(&doomed));
+            async move { (live(&rig.owned_endpoints(&uid).await) == 0).then_some(()) }
+        },
+    )
     .await;
-    assert!(started.elapsed() >= Duration::from_secs(6), "{:?}", started.elapsed());
-    eventually(Duration::from_secs(60), "the orphan's group deleted", || {
-        let (rig, uid) = (&rig, uid_of(&doomed));
-        async move { rig.owned_groups(&uid).await.is_empty().then_some(()) }
-    })
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the orphan's group deleted",
+        || {
+            let (rig, uid) = (&rig, uid_of(&doomed));
+            async move { rig.owned_groups(&uid).await.is_empty().then_some(()) }
+        },
+    )
     .await;
     // Retain is kept, and so is the other cluster's orphan in the same VPC.
     assert_eq!(live(&rig.owned_endpoints(&uid_of(&kept)).await), 1);
@@ -405,12 +444,20 @@ async fn orphans_are_swept_after_the_grace_period_sparing_retain_and_other_clust
     assert_eq!(rig.owned_groups(&uid_of(&other)).await.len(), 1);
     let metrics = op.metrics().await;
     assert_eq!(
-        metric_sum(&metrics, "bpl_orphans_removed_total", &["kind=\"endpoint\""]),
+        metric_sum(
+            &metrics,
+            "bpl_orphans_removed_total",
+            &["kind=\"endpoint\""]
+        ),
         1.0,
         "{metrics}"
     );
     assert_eq!(
-        metric_sum(&metrics, "bpl_orphans_removed_total", &["kind=\"security_group\""]),
+        metric_sum(
+            &metrics,
+            "bpl_orphans_removed_total",
+            &["kind=\"security_group\""]
+        ),
         1.0
     );
     assert_eq!(metric_sum(&metrics, "bpl_orphans_retained", &[]), 2.0);

@@ -83,8 +83,13 @@ pub async fn execute(
         None => GroupOutcome::Existing(desired.existing_group_ids.clone()),
     };
     let (may_replace, retry_in) = replacements_due(ctx, &owner.uid, &owned_endpoints);
-    let actions =
-        plan::plan_endpoints(desired, &owned_endpoints, &group.ids(), &owner, &may_replace);
+    let actions = plan::plan_endpoints(
+        desired,
+        &owned_endpoints,
+        &group.ids(),
+        &owner,
+        &may_replace,
+    );
     let mut applied = Applied {
         group,
         endpoints: owned_endpoints.clone(),
@@ -155,7 +160,10 @@ async fn adopt(
             .map_err(Error::Aws)?;
         let from = previous_owner(&e.tags);
         tracing::info!(endpoint = %e.id, from = %from, "adopted endpoint");
-        let note = format!("adopted {} ({from}); reconciling it to the spec in place", e.id);
+        let note = format!(
+            "adopted {} ({from}); reconciling it to the spec in place",
+            e.id
+        );
         ctx.event(obj, EventType::Normal, "EndpointAdopted", "Adopt", note)
             .await;
         let mut adopted = e.clone();
@@ -173,8 +181,14 @@ async fn adopt(
             let from = previous_owner(&g.tags);
             tracing::info!(group = %g.id, from = %from, "adopted security group");
             let note = format!("adopted {} ({from}) as the managed group", g.id);
-            ctx.event(obj, EventType::Normal, "SecurityGroupAdopted", "Adopt", note)
-                .await;
+            ctx.event(
+                obj,
+                EventType::Normal,
+                "SecurityGroupAdopted",
+                "Adopt",
+                note,
+            )
+            .await;
             let mut adopted = g.clone();
             adopted.tags.extend(tags);
             Some(adopted)

@@ -244,7 +244,12 @@ impl Context {
 
     /// Whether the object a resource's tags name exists in this cluster, by a direct read (a
     /// cache could lag behind a deletion or a restore).
-    pub async fn owner_exists(&self, namespace: &str, name: &str, uid: &str) -> Result<bool, Error> {
+    pub async fn owner_exists(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<bool, Error> {
         if namespace.is_empty() || name.is_empty() {
             return Ok(false);
         }
@@ -291,10 +296,14 @@ impl Context {
         let taken: Vec<String> = found
             .iter()
             .filter(|e| !e.is_deleted_or_deleting())
-            .filter_map(|e| match ownership::holder(&e.tags, &owner.cluster, &owner.uid) {
-                Holder::Other(other) => Some(format!("{} now belongs to {}", e.id, other.describe())),
-                _ => None,
-            })
+            .filter_map(
+                |e| match ownership::holder(&e.tags, &owner.cluster, &owner.uid) {
+                    Holder::Other(other) => {
+                        Some(format!("{} now belongs to {}", e.id, other.describe()))
+                    }
+                    _ => None,
+                },
+            )
             .collect();
         if taken.is_empty() {
             return Ok(None);
@@ -478,7 +487,10 @@ impl Context {
         let mut groups = self
             .owned_groups(&owner, generation, &vpc_id, steady || watched, settling)
             .await?;
-        if let Some(id) = spec.adopt.as_ref().and_then(|a| a.security_group_id.as_deref())
+        if let Some(id) = spec
+            .adopt
+            .as_ref()
+            .and_then(|a| a.security_group_id.as_deref())
             && !groups.iter().any(|g| g.id == id)
         {
             groups.extend(self.adopted_group(&owner, id).await?);

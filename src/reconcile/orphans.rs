@@ -181,7 +181,10 @@ async fn remove(ctx: &Context, uid: &str, h: &Holding) -> Result<i64, Error> {
         .map(|e| e.id.clone())
         .collect();
     if !doomed.is_empty() {
-        ctx.ec2.delete_endpoints(&doomed).await.map_err(Error::Aws)?;
+        ctx.ec2
+            .delete_endpoints(&doomed)
+            .await
+            .map_err(Error::Aws)?;
         ctx.metrics.record_orphans_removed("endpoint", doomed.len());
         tracing::warn!(%owner, %uid, endpoints = %doomed.join(","), "deleted orphaned endpoints (their object is gone)");
     }
@@ -301,7 +304,11 @@ mod tests {
         let state = |id: &str| fake.with(|w| w.endpoints.get(id).map(|e| e.state.clone()));
         assert_eq!(state("vpce-g").as_deref(), Some("deleting"));
         assert_eq!(state("vpce-k").as_deref(), Some("available"), "Retain");
-        assert_eq!(state("vpce-o").as_deref(), Some("available"), "another cluster's");
+        assert_eq!(
+            state("vpce-o").as_deref(),
+            Some("available"),
+            "another cluster's"
+        );
         assert_eq!(ctx.metrics.orphans_retained.get(), 1);
         // The group is held by the deleting endpoint; once it is gone, the next sweep takes it.
         assert!(fake.with(|w| w.groups.contains_key("sg-g")));

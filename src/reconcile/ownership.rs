@@ -312,7 +312,10 @@ mod tests {
                 "{exists:?} {first:?}"
             );
         }
-        assert_eq!(orphan_verdict(Some(false), None, t0, Duration::ZERO), Remove);
+        assert_eq!(
+            orphan_verdict(Some(false), None, t0, Duration::ZERO),
+            Remove
+        );
         assert!(retained(&tags(&[(TAG_DELETION_POLICY, "Retain")])));
         assert!(!retained(&tags(&[(TAG_DELETION_POLICY, "Delete")])));
         assert!(!retained(&tags(&[])));

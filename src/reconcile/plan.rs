@@ -146,7 +146,10 @@ pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> D
             );
             Some(DesiredGroup {
                 name: owner.group_name(),
-                adopted_id: spec.adopt.as_ref().and_then(|a| a.security_group_id.clone()),
+                adopted_id: spec
+                    .adopt
+                    .as_ref()
+                    .and_then(|a| a.security_group_id.clone()),
                 description: names::fit(&description, GROUP_NAME_MAX),
                 vpc_id: valid.vpc.id.clone(),
                 ingress: sources.into_iter().map(IpRule::https_from).collect(),

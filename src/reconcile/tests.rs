@@ -597,7 +597,13 @@ async fn resources_from_before_the_cluster_tag_are_kept_and_tagged() {
     assert_eq!(g.tags[crate::aws::TAG_CLUSTER], "blue");
     // Another cluster never claims them: its object of the same uid sees nothing of its own.
     let green = context_of(&fake, "green");
-    assert!(green.owned_endpoints(&Owner::of(&o, "green")).await.unwrap().is_empty());
+    assert!(
+        green
+            .owned_endpoints(&Owner::of(&o, "green"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -655,7 +661,11 @@ async fn adoption_refuses_mismatches_and_others_endpoints_changing_nothing() {
         ("vpce-0green", "OwnedByAnotherCluster"),
         ("vpce-0000000", "AdoptionNotFound"),
     ] {
-        assert_eq!(reason_of(converge(&adopt(id, false), &ctx).await), reason, "{id}");
+        assert_eq!(
+            reason_of(converge(&adopt(id, false), &ctx).await),
+            reason,
+            "{id}"
+        );
     }
     assert!(fake.mutations().is_empty(), "{:?}", fake.mutations());
     // With takeOver another cluster's endpoint is taken, atomically, in place.
@@ -701,5 +711,9 @@ async fn the_previous_owner_notices_the_handover_and_changes_nothing() {
     assert!(deleted.is_ok(), "{deleted:?}");
     assert_eq!(fake.live_endpoints().len(), 1);
     assert_eq!(fake.live_endpoints()[0].id, id);
-    assert_eq!(fake.with(|w| w.groups.len()), 1, "only the new object's group");
+    assert_eq!(
+        fake.with(|w| w.groups.len()),
+        1,
+        "only the new object's group"
+    );
 }
