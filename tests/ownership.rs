@@ -159,6 +159,7 @@ async fn a_hand_made_endpoint_is_adopted_in_place_without_a_create() {
     // list) gets a reason and an Event, and nothing in AWS changes.
     let other = hand_made_endpoint(&rig, &net, false).await;
     let before = endpoint(&rig, &other).await.unwrap();
+    rig.harness("POST", "calls/reset", json!({})).await;
     let m = create_bpl(
         &rig,
         &ns,
@@ -215,14 +216,18 @@ async fn a_hand_made_endpoint_is_adopted_in_place_without_a_create() {
     );
 }
 
-/// One look at the VPC during the handover: the available bedrock-runtime endpoints with
-/// private DNS on.
+/// One look at the VPC during the handover: the live bedrock-runtime endpoints with private DNS
+/// on. Live: not deleting or gone or failed (the emulator, like AWS, shows `pending` while a
+/// modification is applied; the endpoint and its DNS name keep serving meanwhile).
 async fn private_dns_holders(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Vec<String> {
     vpc_endpoints(ec2, vpc_id)
         .await
         .iter()
         .filter(|e| e.service_name() == Some(RUNTIME))
-        .filter(|e| state_of(e) == "available" && e.private_dns_enabled() == Some(true))
+        .filter(|e| {
+            let dead = ["deleting", "deleted", "failed", "rejected", "expired"];
+            !dead.contains(&state_of(e).as_str()) && e.private_dns_enabled() == Some(true)
+        })
         .filter_map(|e| e.vpc_endpoint_id().map(str::to_string))
         .collect()
 }

@@ -124,7 +124,6 @@ pub struct AdoptSpec {
     /// does not exist is an error while the object has no endpoints yet (Ready=False, reason
     /// AdoptionNotFound); once the object has endpoints it is ignored, so an adopted endpoint
     /// deleted out of band is replaced like any other. The field may stay after adoption.
-    #[serde(default)]
     #[schemars(
         length(min = 1, max = 8),
         inner(pattern(r"^vpce-([0-9a-f]{8}|[0-9a-f]{17})$"))
