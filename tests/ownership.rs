@@ -257,7 +257,7 @@ async fn blue_green_handover_keeps_the_endpoint_and_its_private_dns() {
         .clone();
     assert_eq!(
         private_dns_holders(&rig.ec2, &net.vpc_id).await,
-        [id.clone()]
+        std::slice::from_ref(&id)
     );
 
     // Sample the emulator all through the switch.

@@ -290,8 +290,10 @@ mod tests {
         });
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
         let client = kube::Client::try_from(config).expect("client");
-        let mut cfg = super::super::Config::default();
-        cfg.orphan_grace = std::time::Duration::ZERO;
+        let cfg = super::super::Config {
+            orphan_grace: std::time::Duration::ZERO,
+            ..Default::default()
+        };
         let ctx = Context::without_events(
             client,
             fake.handle(),
