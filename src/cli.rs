@@ -111,6 +111,21 @@ pub struct RunArgs {
     /// Client-side limiter following AWS's EC2 request-token buckets.
     #[arg(long, env = "BPL_EC2_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub ec2_rate_limit: bool,
+    /// This cluster's identity, tagged on every AWS resource (bedrock.privatelink.io/cluster):
+    /// a resource belongs to an object only if it carries this cluster and the object's uid.
+    /// Default: the uid of the kube-system namespace, read at start (stable for the life of the
+    /// cluster). Set it when two clusters may share a kube-system uid (one restored from the
+    /// other's etcd backup), or to keep the identity across a cluster rebuild.
+    #[arg(long, env = "BPL_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// How often resources tagged with this cluster are checked for an owner that no longer
+    /// exists (an object whose finalizer never ran); 0: never.
+    #[arg(long, env = "BPL_ORPHAN_SWEEP_SECONDS", default_value_t = 600)]
+    pub orphan_sweep_seconds: u64,
+    /// How long an orphan is left before the sweep removes it (its object may yet come back,
+    /// e.g. a namespace being restored).
+    #[arg(long, env = "BPL_ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
+    pub orphan_grace_seconds: u64,
     /// Attempts per EC2 call (the SDK's standard retry mode, with backoff and jitter).
     #[arg(long, env = "BPL_EC2_MAX_ATTEMPTS", default_value_t = 5)]
     pub ec2_max_attempts: u32,
@@ -182,7 +197,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         metrics.clone(),
     )
     .await;
-    tracing::info!(region = %ec2.home().region, account = ec2.home().account.as_deref().unwrap_or("unknown"), rate_limit = args.ec2_rate_limit, "starting");
+    let cluster_id = cluster_identity(&client, args.cluster_id.as_deref()).await?;
+    tracing::info!(region = %ec2.home().region, account = ec2.home().account.as_deref().unwrap_or("unknown"), rate_limit = args.ec2_rate_limit, cluster = %cluster_id, "starting");
     let config = Config {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         pending_requeue: Duration::from_millis(args.pending_requeue_ms.max(50)),
@@ -199,6 +215,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         concurrency: args.concurrency.max(1),
         path_check: (args.verify_path_seconds > 0)
             .then(|| Duration::from_secs(args.verify_path_seconds)),
+        cluster_id,
+        orphan_sweep: (args.orphan_sweep_seconds > 0)
+            .then(|| Duration::from_secs(args.orphan_sweep_seconds)),
+        orphan_grace: Duration::from_secs(args.orphan_grace_seconds),
     };
 
     let shutdown = shutdown_signal();
@@ -215,6 +235,36 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The cluster identity: the flag, else the kube-system namespace's uid (unique per cluster,
+/// unchanged for its life; kube-system cannot be deleted).
+async fn cluster_identity(
+    client: &kube::Client,
+    flag: Option<&str>,
+) -> Result<String, Box<dyn std::error::Error>> {
+    if let Some(id) = flag.map(str::trim).filter(|s| !s.is_empty()) {
+        let valid = id.len() <= 128
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+        if !valid {
+            return Err(format!(
+                "--cluster-id {id:?}: use at most 128 letters, digits, '-', '_', '.', ':' or '/'"
+            )
+            .into());
+        }
+        return Ok(id.to_string());
+    }
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let ns = api.get("kube-system").await.map_err(|e| {
+        format!(
+            "reading the kube-system namespace for the cluster identity (or set --cluster-id): {e}"
+        )
+    })?;
+    ns.metadata
+        .uid
+        .ok_or_else(|| "the kube-system namespace has no uid; set --cluster-id".into())
 }
 
 /// SIGTERM or Ctrl-C: stop taking work, let in-flight reconciles finish.

@@ -42,6 +42,7 @@ pub const FINALIZER: &str = "bedrock.privatelink.io/cleanup";
 #[x_kube(validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable; create a new object instead"))]
 #[x_kube(validation = Rule::new("has(self.account) == has(oldSelf.account) && (!has(self.account) || self.account == oldSelf.account)").message("spec.account is immutable: endpoints cannot move between accounts; create a new object instead"))]
 #[x_kube(validation = Rule::new("!has(self.account) || (has(self.vpcId) && has(self.subnets))").message("spec.account needs spec.vpcId and spec.subnets: the cluster's VPC and Nodes are in the operator's own account"))]
+#[x_kube(validation = Rule::new("!has(self.adopt) || !has(self.adopt.securityGroupId) || !has(self.securityGroup) || !has(self.securityGroup.existingIds)").message("adopt.securityGroupId makes that group the managed one; it cannot be combined with securityGroup.existingIds"))]
 pub struct BedrockPrivateLinkSpec {
     /// AWS account of the endpoints (12 digits), e.g. 111122223333. Default: the operator's own
     /// account. Another account must be granted to the object's namespace by a
@@ -118,6 +119,45 @@ pub struct BedrockPrivateLinkSpec {
     /// other namespaces that get a copy. Default: <name>-bedrock in the object's namespace only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_config: Option<WorkloadConfig>,
+
+    /// Bring existing AWS resources under this object instead of creating new ones: endpoints
+    /// made by hand or by Terraform, or handed over by another cluster (blue/green). Each is
+    /// checked against the spec (same VPC, a service in spec.services, a state that accepts
+    /// changes), then tagged as this object's and reconciled to the spec in place (policy,
+    /// subnets, groups, private DNS); never recreated. Default: none (an endpoint the operator
+    /// did not create is never touched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptSpec>,
+}
+
+/// Existing resources to adopt (spec.adopt).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptSpec {
+    /// Interface endpoints (vpce-...) to adopt, 1 to 8, at most one per service. An id that
+    /// does not exist is an error while the object has no endpoints yet (Ready=False, reason
+    /// AdoptionNotFound); once the object has endpoints it is ignored, so an adopted endpoint
+    /// deleted out of band is replaced like any other. The field may stay after adoption.
+    #[schemars(
+        length(min = 1, max = 8),
+        inner(pattern(r"^vpce-([0-9a-f]{8}|[0-9a-f]{17})$"))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub endpoint_ids: Vec<String>,
+    /// A security group (sg-...) in the endpoints' VPC to adopt as the managed group instead of
+    /// creating one: its rules are then reconciled to securityGroup.allowFrom and it is deleted
+    /// with the object (deletionPolicy Delete). Not with securityGroup.existingIds. Default:
+    /// none (a managed group is created, and the adopted endpoints are moved to it in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"))]
+    pub security_group_id: Option<String>,
+    /// Also take resources tagged as owned by another cluster (or by an object of this cluster
+    /// that no longer exists): a blue/green handover, or a deleted cluster that never released
+    /// them. The previous owner sees Ready=False, reason HandedOver, and never changes or
+    /// deletes them again. Resources of an object that exists in this cluster are never taken.
+    /// Default: false (reason OwnedByAnotherCluster).
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 fn default_services() -> Vec<BedrockService> {

@@ -9,6 +9,13 @@ pub const TAG_OWNER_UID: &str = "bedrock.privatelink.io/owner-uid";
 pub const TAG_NAME: &str = "bedrock.privatelink.io/name";
 pub const TAG_NAMESPACE: &str = "bedrock.privatelink.io/namespace";
 pub const TAG_SERVICE: &str = "bedrock.privatelink.io/service";
+/// The cluster whose object owns the resource (the operator's --cluster-id). A resource belongs
+/// to object O of cluster C iff it carries this tag with C and `TAG_OWNER_UID` with O's uid
+/// (see reconcile/ownership.rs, which also covers resources made before this tag existed).
+pub const TAG_CLUSTER: &str = "bedrock.privatelink.io/cluster";
+/// The owner's spec.deletionPolicy (Delete or Retain), kept in sync with the spec: the orphan
+/// sweep never removes a Retain resource.
+pub const TAG_DELETION_POLICY: &str = "bedrock.privatelink.io/deletion-policy";
 /// Which spec.tags keys the operator set on a resource (short hashes of the keys), so that a
 /// key removed from spec.tags is removed from AWS and tags set by others are left alone.
 pub const TAG_SPEC_KEYS: &str = "bedrock.privatelink.io/spec-tag-keys";

@@ -14,7 +14,7 @@ use crate::aws::{AwsError, ErrorCode};
 use crate::publish;
 
 pub async fn cleanup(obj: Arc<BedrockPrivateLink>, ctx: &Context) -> Result<Action, Error> {
-    let owner = Owner::of(&obj);
+    let owner = Owner::of(&obj, &ctx.config.cluster_id);
     ctx.metrics.set_ready(&owner.uid, None);
     ctx.poller.forget(&owner.uid);
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
@@ -85,7 +85,7 @@ async fn delete_endpoints(
     ctx: &Scoped<'_>,
     owner: &Owner,
 ) -> Result<(), Error> {
-    let endpoints = ctx.owned_endpoints(&owner.uid).await?;
+    let endpoints = ctx.owned_endpoints(owner).await?;
     let to_delete: Vec<String> = endpoints
         .iter()
         .filter(|e| !e.is_deleted_or_deleting())
@@ -129,7 +129,17 @@ async fn delete_groups(
     ctx: &Scoped<'_>,
     owner: &Owner,
 ) -> Result<(), Error> {
-    for g in &ctx.groups_of(owner).await? {
+    let mut groups = ctx.groups_of(owner).await?;
+    if let Some(id) = obj
+        .spec
+        .adopt
+        .as_ref()
+        .and_then(|a| a.security_group_id.as_deref())
+        && !groups.iter().any(|g| g.id == id)
+    {
+        groups.extend(ctx.adopted_group(owner, id).await?);
+    }
+    for g in &groups {
         if delete_owned_group(ctx, obj, &g.id, "").await? == GroupDeletion::InUse {
             return Err(Error::Waiting(format!(
                 "security group {} is still in use by network interfaces of deleted endpoints",

@@ -262,6 +262,8 @@ pub async fn run(
         );
     }
     ctx.poller.start();
+    // Only here, under the lease when leader election is on: one sweeper per cluster.
+    let orphans = tokio::spawn(super::orphans::run(ctx.clone()));
     // Tenancy (issue 16): the gate counts a namespace's endpoints in these stores.
     ctx.tenancy.set_objects(stores.clone());
     let ready_ctx = ctx.clone();
@@ -279,5 +281,6 @@ pub async fn run(
         on_synced();
     });
     futures::future::join_all(streams).await;
+    orphans.abort();
     ctx.poller.stop();
 }

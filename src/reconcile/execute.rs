@@ -66,10 +66,15 @@ pub async fn execute(
     desired: &Desired,
     obs: &Observation,
 ) -> Result<Applied, Failure> {
-    let owner = Owner::of(obj);
+    let owner = Owner::of(obj, &ctx.config.cluster_id);
+    let (adopted_endpoints, adopted_group) = adopt(ctx, obj, desired, obs).await?;
+    let mut owned_groups = obs.groups.clone();
+    owned_groups.extend(adopted_group);
+    let mut owned_endpoints = obs.endpoints.clone();
+    owned_endpoints.extend(adopted_endpoints);
     let group = match &desired.group {
         Some(dg) => {
-            let id = ensure_group(ctx, obj, dg, &obs.groups).await?;
+            let id = ensure_group(ctx, obj, dg, &owned_groups).await?;
             GroupOutcome::Managed {
                 id,
                 ingress: dg.ingress.iter().cloned().collect(),
@@ -77,11 +82,17 @@ pub async fn execute(
         }
         None => GroupOutcome::Existing(desired.existing_group_ids.clone()),
     };
-    let (may_replace, retry_in) = replacements_due(ctx, &owner.uid, &obs.endpoints);
-    let actions = plan::plan_endpoints(desired, &obs.endpoints, &group.ids(), &owner, &may_replace);
+    let (may_replace, retry_in) = replacements_due(ctx, &owner.uid, &owned_endpoints);
+    let actions = plan::plan_endpoints(
+        desired,
+        &owned_endpoints,
+        &group.ids(),
+        &owner,
+        &may_replace,
+    );
     let mut applied = Applied {
         group,
-        endpoints: obs.endpoints.clone(),
+        endpoints: owned_endpoints.clone(),
         // Something moving in AWS; a dead endpoint waiting for its backoff is `retry_in`.
         waiting: actions.iter().any(|a| match a {
             EndpointAction::Create(_) | EndpointAction::Replace { .. } => true,
@@ -98,20 +109,100 @@ pub async fn execute(
     tag_endpoints(ctx, obj, desired, &mut applied).await?;
     if applied.changed {
         ctx.memory.changed(&owner.uid);
-        applied.endpoints = ctx.owned_endpoints(&owner.uid).await?;
+        applied.endpoints = ctx.owned_endpoints(&owner).await?;
     }
-    remove_stale_groups(ctx, obj, desired, &obs.groups, &applied.group).await?;
+    remove_stale_groups(ctx, obj, desired, &owned_groups, &applied.group).await?;
     // Remembered last: stamped before the endpoint changes above, the group would be older
     // than the object's last change in AWS, and the reconcile our status write triggers would
     // describe the whole VPC's groups again (0.27 extra calls per object with 1000 creates).
     if let (Some(dg), GroupOutcome::Managed { id, .. }) = (&desired.group, &applied.group)
         && !obs.steady
-        && obs.groups.iter().all(|g| &g.id == id)
+        && owned_groups.iter().all(|g| &g.id == id)
     {
         remember_group(ctx, obj, dg, id);
     }
     applied.replacing = replacements_in_progress(ctx, &owner.uid, desired, &applied.endpoints);
     Ok(applied)
+}
+
+/// Tags what spec.adopt brings in (checked in observe) as this object's, in one CreateTags per
+/// resource that rewrites the owner and cluster tags together: ownership moves atomically, and
+/// nothing else about the resource changes here (the plan then brings it to the spec in place).
+/// Only the operator's own tag keys are written in this call (the IAM statement for adoption
+/// allows no others); spec.tags follow through the usual tag plan.
+async fn adopt(
+    ctx: &Scoped<'_>,
+    obj: &BedrockPrivateLink,
+    desired: &Desired,
+    obs: &Observation,
+) -> Result<(Vec<EndpointFacts>, Option<GroupFacts>), Failure> {
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let operator_keys = |tags: &std::collections::BTreeMap<String, String>| {
+        tags.iter()
+            .filter(|(k, _)| k.starts_with("bedrock.privatelink.io/") || k.as_str() == "Name")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let mut endpoints = Vec::new();
+    for e in &obs.adopt.endpoints {
+        let Some(d) = desired
+            .endpoints
+            .iter()
+            .find(|d| d.service_name == e.service_name)
+        else {
+            continue;
+        };
+        ctx.memory.changed(uid);
+        let tags = operator_keys(&d.tags);
+        ctx.ec2
+            .create_tags(std::slice::from_ref(&e.id), &tags)
+            .await
+            .map_err(Error::Aws)?;
+        let from = previous_owner(&e.tags);
+        tracing::info!(endpoint = %e.id, from = %from, "adopted endpoint");
+        let note = format!(
+            "adopted {} ({from}); reconciling it to the spec in place",
+            e.id
+        );
+        ctx.event(obj, EventType::Normal, "EndpointAdopted", "Adopt", note)
+            .await;
+        let mut adopted = e.clone();
+        adopted.tags.extend(tags);
+        endpoints.push(adopted);
+    }
+    let group = match (&obs.adopt.group, &desired.group) {
+        (Some(g), Some(dg)) => {
+            ctx.memory.changed(uid);
+            let tags = operator_keys(&dg.tags);
+            ctx.ec2
+                .create_tags(std::slice::from_ref(&g.id), &tags)
+                .await
+                .map_err(Error::Aws)?;
+            let from = previous_owner(&g.tags);
+            tracing::info!(group = %g.id, from = %from, "adopted security group");
+            let note = format!("adopted {} ({from}) as the managed group", g.id);
+            ctx.event(
+                obj,
+                EventType::Normal,
+                "SecurityGroupAdopted",
+                "Adopt",
+                note,
+            )
+            .await;
+            let mut adopted = g.clone();
+            adopted.tags.extend(tags);
+            Some(adopted)
+        }
+        _ => None,
+    };
+    Ok((endpoints, group))
+}
+
+fn previous_owner(tags: &std::collections::BTreeMap<String, String>) -> String {
+    match super::ownership::OtherOwner::of(tags) {
+        Some(o) => format!("taken over from {}", o.describe()),
+        None => "was untagged".to_string(),
+    }
 }
 
 /// Services replaced lately that have no available endpoint yet: (why, attempt).
@@ -392,9 +483,15 @@ async fn ensure_group(
     owned: &[GroupFacts],
 ) -> Result<String, Failure> {
     let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    // The adopted group (spec.adopt.securityGroupId) if we hold it, else ours by name.
     let found = owned
         .iter()
-        .find(|g| g.vpc_id == dg.vpc_id && g.name == dg.name)
+        .find(|g| g.vpc_id == dg.vpc_id && dg.adopted_id.as_ref() == Some(&g.id))
+        .or_else(|| {
+            owned
+                .iter()
+                .find(|g| g.vpc_id == dg.vpc_id && g.name == dg.name)
+        })
         .cloned();
     let current = match found {
         Some(g) => g,

@@ -41,6 +41,8 @@ pub mod events;
 pub mod execute;
 pub mod memory;
 pub mod observe;
+pub mod orphans;
+pub mod ownership;
 pub mod path;
 pub mod plan;
 pub mod poll;
@@ -134,6 +136,11 @@ pub struct Config {
     /// object is otherwise steady. None: not checked (the default out of a cluster, where the
     /// operator's resolver is not the workloads').
     pub path_check: Option<Duration>,
+    /// This cluster's identity, tagged on every resource (ownership.rs).
+    pub cluster_id: String,
+    /// The orphan sweep's period (None: off) and how long an orphan is left before removal.
+    pub orphan_sweep: Option<Duration>,
+    pub orphan_grace: Duration,
 }
 
 impl Default for Config {
@@ -147,6 +154,9 @@ impl Default for Config {
             watch_namespaces: Vec::new(),
             concurrency: 8,
             path_check: None,
+            cluster_id: "local".into(),
+            orphan_sweep: None,
+            orphan_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -213,7 +223,11 @@ impl Context {
         // Drift is still found within resync + ttl.
         let ttl = (config.resync / 5).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let timing = poll::Timing::new(config.pending_poll_max, config.drift_sweep);
-        let poller = Arc::new(poll::Poller::new(timing, metrics.clone()));
+        let poller = Arc::new(poll::Poller::new(
+            timing,
+            metrics.clone(),
+            config.cluster_id.clone(),
+        ));
         Self {
             recorder: None,
             client,
@@ -469,7 +483,7 @@ async fn converge_scoped(
     let scoped = ctx.scoped(ec2.clone());
     let observation = scoped.observe_object(obj).await?;
     let valid = validate::validate(&obj.spec, &observation.facts)?;
-    let desired = plan::desired(&obj.spec, &valid, &Owner::of(obj));
+    let desired = plan::desired(&obj.spec, &valid, &Owner::of(obj, &ctx.config.cluster_id));
     let applied = execute::execute(&scoped, obj, &desired, &observation).await?;
     Ok((
         ec2,

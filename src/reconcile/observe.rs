@@ -10,8 +10,9 @@ use kube::Api;
 use kube::api::ListParams;
 
 use super::memory::SeenEndpoints;
+use super::ownership::{self, Holder};
 use super::plan::{self, Owner};
-use super::validate::{self, Observed, SubnetSource};
+use super::validate::{self, Invalid, Observed, SubnetSource};
 use super::{Context, Error, FRESH, Failure, Scoped};
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkSpec};
 use crate::aws::{
@@ -36,6 +37,16 @@ pub struct Observation {
     pub taken: Instant,
     /// When `endpoints` were seen (earlier than `taken` if they come from memory or a poll).
     pub endpoints_taken: Instant,
+    /// Resources named in spec.adopt that passed the checks and are not ours yet: execute tags
+    /// them as ours before planning.
+    pub adopt: Adoption,
+}
+
+/// What spec.adopt brings in at this reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct Adoption {
+    pub endpoints: Vec<EndpointFacts>,
+    pub group: Option<GroupFacts>,
 }
 
 /// The cluster's network as seen from its Nodes.
@@ -222,11 +233,210 @@ impl Scoped<'_> {
             .await
     }
 
-    pub async fn owned_endpoints(&self, uid: &str) -> Result<Vec<EndpointFacts>, Error> {
-        self.ec2
-            .describe_endpoints(vec![filter(&format!("tag:{TAG_OWNER_UID}"), [uid])])
+    /// The object's endpoints by the ownership rule (its uid, and this cluster or none yet).
+    pub async fn owned_endpoints(&self, owner: &Owner) -> Result<Vec<EndpointFacts>, Error> {
+        let found = self
+            .ec2
+            .describe_endpoints(vec![filter(
+                &format!("tag:{TAG_OWNER_UID}"),
+                [owner.uid.as_str()],
+            )])
             .await
-            .map_err(Error::Aws)
+            .map_err(Error::Aws)?;
+        Ok(found.into_iter().filter(|e| owner.owns(&e.tags)).collect())
+    }
+
+    /// Whether the object a resource's tags name exists in this cluster, by a direct read (a
+    /// cache could lag behind a deletion or a restore).
+    pub async fn owner_exists(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<bool, Error> {
+        if namespace.is_empty() || name.is_empty() {
+            return Ok(false);
+        }
+        let api: Api<BedrockPrivateLink> = Api::namespaced(self.client.clone(), namespace);
+        let found = api.get_opt(name).await.map_err(Error::Kube)?;
+        Ok(found.is_some_and(|o| o.metadata.uid.as_deref() == Some(uid)))
+    }
+
+    /// Whether the object let go of its endpoints to another owner (a takeover by another
+    /// cluster's object): endpoints its status lists that are live and now someone else's.
+    /// Sticky while the spec is unchanged, without a describe.
+    async fn handed_over(
+        &self,
+        obj: &BedrockPrivateLink,
+        owner: &Owner,
+        owned: &[EndpointFacts],
+    ) -> Result<Option<Invalid>, Error> {
+        let Some(status) = obj.status.as_ref() else {
+            return Ok(None);
+        };
+        let ready = super::status::ready_of(Some(status));
+        if let Some(r) = ready.filter(|r| r.reason == ownership::HANDED_OVER)
+            && status.observed_generation == obj.metadata.generation
+        {
+            return Ok(Some(Invalid {
+                reason: ownership::HANDED_OVER,
+                message: r.message.clone(),
+            }));
+        }
+        let lost: Vec<&str> = status
+            .endpoints
+            .iter()
+            .map(|e| e.vpc_endpoint_id.as_str())
+            .filter(|id| !owned.iter().any(|o| o.id == *id && !o.state_is("deleted")))
+            .collect();
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        let found = self
+            .ec2
+            .describe_endpoints(vec![filter("vpc-endpoint-id", lost)])
+            .await
+            .map_err(Error::Aws)?;
+        let taken: Vec<String> = found
+            .iter()
+            .filter(|e| !e.is_deleted_or_deleting())
+            .filter_map(
+                |e| match ownership::holder(&e.tags, &owner.cluster, &owner.uid) {
+                    Holder::Other(other) => {
+                        Some(format!("{} now belongs to {}", e.id, other.describe()))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        if taken.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Invalid {
+            reason: ownership::HANDED_OVER,
+            message: format!(
+                "{}: this object let go of it and will not change or delete it again; delete \
+                 this object when the handover is done (what it still owns goes as its \
+                 deletionPolicy says)",
+                taken.join("; ")
+            ),
+        }))
+    }
+
+    /// Checks spec.adopt against the spec and the resources' owners; returns what is to be
+    /// adopted now (nothing once adopted: ours already).
+    async fn adoption(
+        &self,
+        obj: &BedrockPrivateLink,
+        owner: &Owner,
+        vpc_id: &str,
+        owned: &[EndpointFacts],
+        owned_groups: &[GroupFacts],
+    ) -> Result<Adoption, Failure> {
+        let Some(adopt) = obj.spec.adopt.as_ref() else {
+            return Ok(Adoption::default());
+        };
+        let mut out = Adoption::default();
+        let pending: Vec<&str> = adopt
+            .endpoint_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !owned.iter().any(|o| o.id == *id))
+            .collect();
+        if !pending.is_empty() {
+            let found = self
+                .ec2
+                .describe_endpoints(vec![filter("vpc-endpoint-id", pending.iter().copied())])
+                .await
+                .map_err(Error::Aws)?;
+            let has_endpoints = obj.status.as_ref().is_some_and(|s| !s.endpoints.is_empty());
+            let missing: Vec<&str> = pending
+                .iter()
+                .copied()
+                .filter(|id| !found.iter().any(|e| e.id == *id && !e.state_is("deleted")))
+                .collect();
+            if !missing.is_empty() && !has_endpoints {
+                return Err(Invalid {
+                    reason: "AdoptionNotFound",
+                    message: format!(
+                        "spec.adopt.endpointIds: {} not found in {}; check the ids and the \
+                         region",
+                        missing.join(", "),
+                        self.ec2.region
+                    ),
+                }
+                .into());
+            }
+            let wanted: Vec<String> = obj
+                .spec
+                .services
+                .iter()
+                .map(|s| s.service_name(&self.ec2.region))
+                .collect();
+            for e in found.iter().filter(|e| !e.state_is("deleted")) {
+                let held = ownership::holder(&e.tags, &owner.cluster, &owner.uid);
+                let claimed: Vec<&EndpointFacts> = owned
+                    .iter()
+                    .chain(out.endpoints.iter())
+                    .filter(|o| o.service_name == e.service_name && !o.is_deleted_or_deleting())
+                    .collect();
+                check_endpoint(e, vpc_id, &wanted, &claimed)?;
+                self.check_holder(&e.id, &held, owner, adopt.take_over)
+                    .await?;
+                out.endpoints.push(e.clone());
+            }
+        }
+        if let Some(id) = adopt.security_group_id.as_deref()
+            && !owned_groups.iter().any(|g| g.id == id)
+        {
+            let found = self
+                .ec2
+                .describe_security_groups(vec![filter("group-id", [id])])
+                .await
+                .map_err(Error::Aws)?;
+            match found.into_iter().next() {
+                Some(g) if g.vpc_id != vpc_id => {
+                    return Err(Invalid {
+                        reason: "AdoptionMismatch",
+                        message: format!(
+                            "spec.adopt.securityGroupId: {id} is in {}, the endpoints' VPC is \
+                             {vpc_id}",
+                            g.vpc_id
+                        ),
+                    }
+                    .into());
+                }
+                Some(g) => {
+                    let held = ownership::holder(&g.tags, &owner.cluster, &owner.uid);
+                    self.check_holder(id, &held, owner, adopt.take_over).await?;
+                    out.group = Some(g);
+                }
+                // Adopted before and deleted since, or never there: a managed group is made.
+                None => tracing::info!(group = %id, "spec.adopt.securityGroupId not found"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn check_holder(
+        &self,
+        resource: &str,
+        held: &Holder,
+        owner: &Owner,
+        take_over: bool,
+    ) -> Result<(), Failure> {
+        let exists = match held {
+            Holder::Other(o) if o.may_be_in(&owner.cluster) => {
+                self.owner_exists(&o.namespace, &o.name, &o.uid).await?
+            }
+            _ => false,
+        };
+        ownership::may_adopt(resource, held, &owner.cluster, exists, take_over).map_err(|r| {
+            Failure::Invalid(Invalid {
+                reason: r.reason,
+                message: r.message,
+            })
+        })
     }
 }
 
@@ -235,7 +445,7 @@ impl Scoped<'_> {
     /// needs, and its endpoints and groups. Fails with `Invalid` when the VPC cannot be chosen.
     pub async fn observe_object(&self, obj: &BedrockPrivateLink) -> Result<Observation, Failure> {
         let spec = &obj.spec;
-        let owner = Owner::of(obj);
+        let owner = Owner::of(obj, &self.config.cluster_id);
         let generation = obj.metadata.generation;
         let needs_nodes = spec.vpc_id.is_none() && self.config.default_vpc_id.is_none()
             || spec
@@ -272,7 +482,9 @@ impl Scoped<'_> {
         } else {
             (taken, Default::default())
         };
-        facts.foreign_endpoints = seen.foreign.clone();
+        if let Some(lost) = self.handed_over(obj, &owner, &seen.owned).await? {
+            return Err(lost.into());
+        }
         // An object the VPC poller watches, with no spec change since, waits for AWS (say):
         // its group is checked like a steady object's (drift in rules: at the resync).
         let watched = settling
@@ -280,10 +492,33 @@ impl Scoped<'_> {
                 .poller
                 .watching(&owner.uid, &self.ec2.key(&vpc_id))
                 .is_some();
-        let groups = self
+        let mut groups = self
             .owned_groups(&owner, generation, &vpc_id, steady || watched, settling)
             .await?;
+        if let Some(id) = spec
+            .adopt
+            .as_ref()
+            .and_then(|a| a.security_group_id.as_deref())
+            && !groups.iter().any(|g| g.id == id)
+        {
+            groups.extend(self.adopted_group(&owner, id).await?);
+        }
+        // Without the VPC, validation says VpcNotFound; nothing to check spec.adopt against.
+        let adopt = if facts.vpc.is_some() {
+            self.adoption(obj, &owner, &vpc_id, &seen.owned, &groups)
+                .await?
+        } else {
+            Adoption::default()
+        };
+        // What we are about to adopt is not another's private-DNS endpoint.
+        facts.foreign_endpoints = seen
+            .foreign
+            .iter()
+            .filter(|f| !adopt.endpoints.iter().any(|a| a.id == f.id))
+            .cloned()
+            .collect();
         Ok(Observation {
+            adopt,
             vpc_id,
             steady,
             settling,
@@ -340,7 +575,7 @@ impl Scoped<'_> {
         let split = |all: &[EndpointFacts]| {
             let mut seen = SeenEndpoints::default();
             for e in all.iter().filter(|e| e.vpc_id == vpc_id) {
-                if e.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid) {
+                if ownership::is_ours(&e.tags, &self.config.cluster_id, uid) {
                     seen.owned.push(e.clone());
                 } else if private_dns {
                     seen.foreign.push(e.clone());
@@ -480,7 +715,7 @@ impl Scoped<'_> {
                 .await?;
             return Ok(all
                 .iter()
-                .filter(|g| g.tags.get(TAG_OWNER_UID).map(String::as_str) == Some(uid))
+                .filter(|g| owner.owns(&g.tags))
                 .cloned()
                 .collect());
         }
@@ -497,11 +732,63 @@ impl Scoped<'_> {
             .describe_security_groups(vec![filter("group-name", [owner.group_name().as_str()])])
             .await
             .map_err(Error::Aws)?;
-        Ok(found
-            .into_iter()
-            .filter(|g| g.tags.get(TAG_OWNER_UID) == Some(&owner.uid))
-            .collect())
+        Ok(found.into_iter().filter(|g| owner.owns(&g.tags)).collect())
     }
+
+    /// The group spec.adopt.securityGroupId names, if it is ours already (adopted earlier).
+    pub async fn adopted_group(&self, owner: &Owner, id: &str) -> Result<Vec<GroupFacts>, Error> {
+        let found = self
+            .ec2
+            .describe_security_groups(vec![filter("group-id", [id])])
+            .await
+            .map_err(Error::Aws)?;
+        Ok(found.into_iter().filter(|g| owner.owns(&g.tags)).collect())
+    }
+}
+
+/// An endpoint named in spec.adopt against the spec: same VPC, a service the spec asks for, a
+/// state that accepts changes, and no other endpoint of ours (or adopted with it) for that
+/// service. Its subnets, groups, policy and private DNS are then reconciled in place.
+pub fn check_endpoint(
+    e: &EndpointFacts,
+    vpc_id: &str,
+    wanted_services: &[String],
+    claimed: &[&EndpointFacts],
+) -> Result<(), Invalid> {
+    let mismatch = |message: String| Invalid {
+        reason: "AdoptionMismatch",
+        message,
+    };
+    if e.vpc_id != vpc_id {
+        return Err(mismatch(format!(
+            "spec.adopt: {} is in {}, the object's VPC is {vpc_id}; endpoints cannot move \
+             between VPCs",
+            e.id, e.vpc_id
+        )));
+    }
+    if !wanted_services.contains(&e.service_name) {
+        return Err(mismatch(format!(
+            "spec.adopt: {} is an endpoint for {}, which is not in spec.services ({}); add \
+             the service or remove the id",
+            e.id,
+            e.service_name,
+            wanted_services.join(", ")
+        )));
+    }
+    if e.is_deleted_or_deleting() || plan::is_dead(e) {
+        return Err(mismatch(format!(
+            "spec.adopt: {} is {} and cannot be adopted; remove the id (a new endpoint is \
+             created instead)",
+            e.id, e.state
+        )));
+    }
+    if let Some(other) = claimed.iter().find(|o| o.id != e.id) {
+        return Err(mismatch(format!(
+            "spec.adopt: {} and {} are both endpoints for {}; an object has one per service",
+            e.id, other.id, e.service_name
+        )));
+    }
+    Ok(())
 }
 
 /// How recent the answers of a reconcile must be.

@@ -6,10 +6,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::validate::Valid;
-use crate::api::{BedrockPrivateLink, BedrockPrivateLinkSpec};
+use crate::api::{BedrockPrivateLink, BedrockPrivateLinkSpec, DeletionPolicy};
 use crate::aws::{
-    CreateEndpoint, EndpointFacts, GroupFacts, IpRule, ModifyEndpoint, RuleSource, TAG_NAME,
-    TAG_NAMESPACE, TAG_OWNER_UID, TAG_SERVICE, TAG_SPEC_KEYS,
+    CreateEndpoint, EndpointFacts, GroupFacts, IpRule, ModifyEndpoint, RuleSource, TAG_CLUSTER,
+    TAG_DELETION_POLICY, TAG_NAME, TAG_NAMESPACE, TAG_OWNER_UID, TAG_SERVICE, TAG_SPEC_KEYS,
 };
 use crate::catalog::BedrockService;
 use crate::names::{self, GROUP_NAME_MAX, TAG_VALUE_MAX};
@@ -21,22 +21,38 @@ pub struct Owner {
     pub uid: String,
     pub name: String,
     pub namespace: String,
+    /// The operator's cluster identity (--cluster-id).
+    pub cluster: String,
+    pub deletion_policy: DeletionPolicy,
 }
 
 impl Owner {
-    pub fn of(obj: &BedrockPrivateLink) -> Self {
+    pub fn of(obj: &BedrockPrivateLink, cluster: &str) -> Self {
         use kube::ResourceExt;
         Self {
             uid: obj.uid().unwrap_or_default(),
             name: obj.name_any(),
             namespace: obj.namespace().unwrap_or_default(),
+            cluster: cluster.to_string(),
+            deletion_policy: obj.spec.deletion_policy,
         }
+    }
+
+    /// The ownership rule (ownership.rs): does a resource with these tags belong to us?
+    pub fn owns(&self, tags: &BTreeMap<String, String>) -> bool {
+        super::ownership::is_ours(tags, &self.cluster, &self.uid)
     }
 
     /// The spec's tags, ours (which win), and the record of which spec keys we set.
     pub fn tags(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut tags = extra.clone();
         tags.insert(TAG_OWNER_UID.into(), self.uid.clone());
+        tags.insert(TAG_CLUSTER.into(), self.cluster.clone());
+        let policy = match self.deletion_policy {
+            DeletionPolicy::Delete => "Delete",
+            DeletionPolicy::Retain => "Retain",
+        };
+        tags.insert(TAG_DELETION_POLICY.into(), policy.into());
         tags.insert(TAG_NAME.into(), names::fit(&self.name, TAG_VALUE_MAX));
         tags.insert(TAG_NAMESPACE.into(), self.namespace.clone());
         tags.insert(TAG_SPEC_KEYS.into(), spec_keys_record(extra.keys()));
@@ -66,6 +82,8 @@ pub const GROUP_NAME_PATTERN: &str = "bpl-*";
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredGroup {
     pub name: String,
+    /// spec.adopt.securityGroupId: the group to use instead of the one named `name`.
+    pub adopted_id: Option<String>,
     pub description: String,
     pub vpc_id: String,
     pub ingress: BTreeSet<IpRule>,
@@ -128,6 +146,10 @@ pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> D
             );
             Some(DesiredGroup {
                 name: owner.group_name(),
+                adopted_id: spec
+                    .adopt
+                    .as_ref()
+                    .and_then(|a| a.security_group_id.clone()),
                 description: names::fit(&description, GROUP_NAME_MAX),
                 vpc_id: valid.vpc.id.clone(),
                 ingress: sources.into_iter().map(IpRule::https_from).collect(),
@@ -487,6 +509,8 @@ mod tests {
             uid: "0d5c6f9e-uid".into(),
             name: "demo".into(),
             namespace: "team-a".into(),
+            cluster: "blue".into(),
+            deletion_policy: DeletionPolicy::Delete,
         }
     }
 
@@ -740,6 +764,33 @@ mod tests {
             .map(|i| (format!("{i:0>128}"), "v".to_string()))
             .collect();
         assert!(spec_keys_record(many.keys()).len() <= 256);
+    }
+
+    #[test]
+    fn cluster_and_deletion_policy_tags_follow_the_owner() {
+        let mut o = owner();
+        let tags = o.tags(&BTreeMap::new());
+        assert_eq!(tags[TAG_CLUSTER], "blue");
+        assert_eq!(tags[TAG_DELETION_POLICY], "Delete");
+        // A resource made before the cluster tag (migration): only the new tags are set.
+        let mut legacy = tags.clone();
+        legacy.remove(TAG_CLUSTER);
+        legacy.remove(TAG_DELETION_POLICY);
+        assert!(o.owns(&legacy), "legacy resources are ours");
+        let p = plan_tags(&tags, &legacy);
+        assert_eq!(
+            p.set.keys().collect::<Vec<_>>(),
+            [TAG_CLUSTER, TAG_DELETION_POLICY]
+        );
+        assert!(p.remove.is_empty());
+        // spec.deletionPolicy changed: the tag follows in place.
+        o.deletion_policy = DeletionPolicy::Retain;
+        let p = plan_tags(&o.tags(&BTreeMap::new()), &tags);
+        assert_eq!(
+            p.set.get(TAG_DELETION_POLICY).map(String::as_str),
+            Some("Retain")
+        );
+        assert_eq!(p.set.len(), 1);
     }
 
     #[test]

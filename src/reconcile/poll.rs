@@ -28,7 +28,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
 use crate::api::BedrockPrivateLink;
-use crate::aws::{Ec2, EndpointFacts, TAG_OWNER_UID, filter};
+use crate::aws::{Ec2, EndpointFacts, TAG_CLUSTER, TAG_OWNER_UID, filter};
 use crate::telemetry::Metrics;
 
 /// A reconcile request for one object.
@@ -140,10 +140,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn of(taken: Instant, endpoints: Vec<EndpointFacts>) -> Self {
+    /// By owner uid, only the endpoints the ownership rule gives to objects of `cluster` (its
+    /// tag, or none yet): another cluster's endpoint in a shared VPC is nobody's here.
+    fn of(taken: Instant, endpoints: Vec<EndpointFacts>, cluster: &str) -> Self {
         let mut by_owner: HashMap<String, Vec<EndpointFacts>> = HashMap::new();
         for e in endpoints {
-            if let Some(uid) = e.tags.get(TAG_OWNER_UID) {
+            let ours = e.tags.get(TAG_CLUSTER).is_none_or(|c| c == cluster);
+            if let Some(uid) = e.tags.get(TAG_OWNER_UID).filter(|_| ours) {
                 by_owner.entry(uid.clone()).or_default().push(e);
             }
         }
@@ -220,14 +223,17 @@ struct State {
 pub struct Poller {
     timing: Timing,
     metrics: Arc<Metrics>,
+    /// This cluster's identity: whose endpoints count (ownership.rs).
+    cluster: String,
     state: Mutex<State>,
 }
 
 impl Poller {
-    pub fn new(timing: Timing, metrics: Arc<Metrics>) -> Self {
+    pub fn new(timing: Timing, metrics: Arc<Metrics>, cluster: String) -> Self {
         Self {
             timing,
             metrics,
+            cluster,
             state: Mutex::default(),
         }
     }
@@ -422,7 +428,7 @@ impl Poller {
             ])
             .await;
         let snapshot = match answer {
-            Ok(all) => Some(Snapshot::of(taken, all)),
+            Ok(all) => Some(Snapshot::of(taken, all, &self.cluster)),
             Err(e) => {
                 tracing::warn!(vpc = %key, error = %e, "could not poll the VPC's endpoints");
                 None

@@ -607,3 +607,190 @@ async fn another_account_or_region_is_refused_before_any_call() {
     let c = converged(&own, &ctx).await;
     assert!(!c.applied.endpoints.is_empty());
 }
+
+// --- Ownership (ownership.rs): migration, adoption, takeover, handover ----------------------
+
+fn context_of(fake: &FakeEc2, cluster: &str) -> Context {
+    let mut ctx = context(fake);
+    ctx.config.cluster_id = cluster.into();
+    ctx
+}
+
+fn reason_of(f: Result<Converged, Failure>) -> String {
+    match f {
+        Err(Failure::Invalid(i)) => i.reason.to_string(),
+        Ok(_) => "converged".into(),
+        Err(Failure::Rejected(e) | Failure::Vanished(e)) => format!("AWS: {e}"),
+        Err(Failure::Transient(e)) => format!("transient: {e}"),
+    }
+}
+
+/// An endpoint made by hand: untagged, one subnet, AWS's default (full access) policy.
+fn hand_made(fake: &FakeEc2, id: &str, vpc: &str, service: &str) {
+    fake.with(|w| {
+        w.endpoints.insert(
+            id.into(),
+            crate::aws::EndpointFacts {
+                id: id.into(),
+                service_name: format!("com.amazonaws.us-east-1.{service}"),
+                vpc_id: vpc.into(),
+                state: "available".into(),
+                subnet_ids: [SUBNETS[0].to_string()].into(),
+                private_dns: true,
+                ..Default::default()
+            },
+        );
+    });
+}
+
+#[tokio::test]
+async fn resources_from_before_the_cluster_tag_are_kept_and_tagged() {
+    let fake = FakeEc2::standard();
+    let o = plain();
+    converged(&o, &context_of(&fake, "blue")).await;
+    fake.settle();
+    // As an operator without the cluster tag would have left them.
+    fake.with(|w| {
+        for e in w.endpoints.values_mut() {
+            e.tags.remove(crate::aws::TAG_CLUSTER);
+            e.tags.remove(crate::aws::TAG_DELETION_POLICY);
+        }
+        for g in w.groups.values_mut() {
+            g.tags.remove(crate::aws::TAG_CLUSTER);
+            g.tags.remove(crate::aws::TAG_DELETION_POLICY);
+        }
+    });
+    let ctx = context_of(&fake, "blue");
+    converged(&o, &ctx).await;
+    assert_eq!(fake.count("CreateVpcEndpoint"), 1, "nothing recreated");
+    assert_eq!(fake.count("CreateSecurityGroup"), 1);
+    let e = &fake.live_endpoints()[0];
+    assert_eq!(e.tags[crate::aws::TAG_CLUSTER], "blue");
+    assert_eq!(e.tags[crate::aws::TAG_DELETION_POLICY], "Delete");
+    let g = fake.with(|w| w.groups.values().next().cloned().unwrap());
+    assert_eq!(g.tags[crate::aws::TAG_CLUSTER], "blue");
+    // Another cluster never claims them: its object of the same uid sees nothing of its own.
+    let green = context_of(&fake, "green");
+    assert!(
+        Scoped {
+            ctx: &green,
+            ec2: green.pool.home().clone(),
+        }
+        .owned_endpoints(&Owner::of(&o, "green"))
+        .await
+        .unwrap()
+        .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_hand_made_endpoint_is_adopted_in_place() {
+    let fake = FakeEc2::standard();
+    hand_made(&fake, "vpce-0hand", VPC, "bedrock-runtime");
+    let ctx = context_of(&fake, "blue");
+    let o = object(
+        "demo",
+        "team",
+        serde_json::json!({"adopt": {"endpointIds": ["vpce-0hand"]}}),
+    );
+    let c = converged(&o, &ctx).await;
+    assert_eq!(fake.count("CreateVpcEndpoint"), 0);
+    assert_eq!(c.applied.endpoints.len(), 1);
+    let e = fake.with(|w| w.endpoints["vpce-0hand"].clone());
+    assert_eq!(e.tags[crate::aws::TAG_OWNER_UID], o.uid().unwrap());
+    assert_eq!(e.tags[crate::aws::TAG_CLUSTER], "blue");
+    assert_eq!(
+        e.subnet_ids,
+        SUBNETS.iter().map(|s| s.to_string()).collect(),
+        "subnets reconciled in place"
+    );
+    assert!(e.policy.is_some(), "policy set");
+    assert_eq!(e.group_ids.len(), 1, "moved to the managed group");
+    assert!(reasons(&ctx).contains(&"EndpointAdopted".to_string()));
+    // Steady afterwards: nothing adopted or changed again.
+    let before = fake.mutations().len();
+    converged(&o, &ctx).await;
+    assert_eq!(fake.mutations().len(), before);
+}
+
+#[tokio::test]
+async fn adoption_refuses_mismatches_and_others_endpoints_changing_nothing() {
+    let fake = FakeEc2::standard();
+    hand_made(&fake, "vpce-0else", "vpc-0other", "bedrock-runtime");
+    hand_made(&fake, "vpce-0agent", VPC, "bedrock-agent-runtime");
+    hand_made(&fake, "vpce-0green", VPC, "bedrock-runtime");
+    fake.with(|w| {
+        let t = &mut w.endpoints.get_mut("vpce-0green").unwrap().tags;
+        t.insert(crate::aws::TAG_CLUSTER.into(), "green".into());
+        t.insert(crate::aws::TAG_OWNER_UID.into(), "uid-old".into());
+    });
+    let ctx = context_of(&fake, "blue");
+    let adopt = |id: &str, take: bool| {
+        object(
+            "demo",
+            "team",
+            serde_json::json!({"adopt": {"endpointIds": [id], "takeOver": take}}),
+        )
+    };
+    for (id, reason) in [
+        ("vpce-0else", "AdoptionMismatch"),
+        ("vpce-0agent", "AdoptionMismatch"),
+        ("vpce-0green", "OwnedByAnotherCluster"),
+        ("vpce-0000000", "AdoptionNotFound"),
+    ] {
+        assert_eq!(
+            reason_of(converge(&adopt(id, false), &ctx).await),
+            reason,
+            "{id}"
+        );
+    }
+    assert!(fake.mutations().is_empty(), "{:?}", fake.mutations());
+    // With takeOver another cluster's endpoint is taken, atomically, in place.
+    converged(&adopt("vpce-0green", true), &ctx).await;
+    let e = fake.with(|w| w.endpoints["vpce-0green"].clone());
+    assert_eq!(e.tags[crate::aws::TAG_CLUSTER], "blue");
+    assert_eq!(fake.count("CreateVpcEndpoint"), 0);
+}
+
+#[tokio::test]
+async fn the_previous_owner_notices_the_handover_and_changes_nothing() {
+    let fake = FakeEc2::standard();
+    let green = context_of(&fake, "green");
+    let mut old = object("old", "team", serde_json::json!({}));
+    let c = converged(&old, &green).await;
+    fake.settle();
+    let id = c.applied.endpoints[0].id.clone();
+    old.status = Some(crate::api::BedrockPrivateLinkStatus {
+        observed_generation: Some(1),
+        endpoints: vec![crate::api::EndpointStatus {
+            vpc_endpoint_id: id.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    // The new cluster's object takes the private-DNS endpoint over.
+    let blue = context_of(&fake, "blue");
+    let new = object(
+        "new",
+        "team",
+        serde_json::json!({"adopt": {"endpointIds": [id], "takeOver": true}}),
+    );
+    converged(&new, &blue).await;
+    assert_eq!(fake.live_endpoints().len(), 1, "the same endpoint");
+    assert!(fake.live_endpoints()[0].private_dns, "private DNS stays on");
+    // The old object lets go: HandedOver, and nothing changes in AWS.
+    let before = fake.mutations().len();
+    let fresh = context_of(&fake, "green");
+    assert_eq!(reason_of(converge(&old, &fresh).await), "HandedOver");
+    assert_eq!(fake.mutations().len(), before);
+    // Deleting it leaves the endpoint; its own group goes (no longer used by the endpoint).
+    let deleted = cleanup::cleanup(Arc::new(old.clone()), &fresh).await;
+    assert!(deleted.is_ok(), "{deleted:?}");
+    assert_eq!(fake.live_endpoints().len(), 1);
+    assert_eq!(fake.live_endpoints()[0].id, id);
+    assert_eq!(
+        fake.with(|w| w.groups.len()),
+        1,
+        "only the new object's group"
+    );
+}

@@ -52,6 +52,12 @@ pub struct ReadyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrphanLabels {
+    /// endpoint or security_group.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// True or False.
     pub ready: String,
@@ -81,6 +87,12 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Resident memory of the process, read at each scrape.
     pub resident_memory: Gauge,
+    /// AWS resources the orphan sweep removed (their object is gone), by kind.
+    pub orphans_removed: Family<OrphanLabels, Counter>,
+    /// Owners whose resources the last orphan sweep found orphaned and within the grace period.
+    pub orphans_waiting: Gauge,
+    /// Orphaned resources kept because they are tagged deletion-policy=Retain (last sweep).
+    pub orphans_retained: Gauge,
     ready_by_object: Mutex<HashMap<String, (String, String)>>,
 }
 
@@ -99,6 +111,24 @@ impl Default for Metrics {
         let objects_by_reason = Family::<ReasonLabels, Gauge>::default();
         let leader = Gauge::default();
         let resident_memory = Gauge::default();
+        let orphans_removed = Family::<OrphanLabels, Counter>::default();
+        let orphans_waiting = Gauge::default();
+        let orphans_retained = Gauge::default();
+        registry.register(
+            "orphans_removed",
+            "AWS resources of this cluster removed by the orphan sweep because their object is gone",
+            orphans_removed.clone(),
+        );
+        registry.register(
+            "orphans_waiting",
+            "Objects gone whose resources the orphan sweep removes after the grace period",
+            orphans_waiting.clone(),
+        );
+        registry.register(
+            "orphans_retained",
+            "Resources of objects that are gone, kept because deletionPolicy was Retain",
+            orphans_retained.clone(),
+        );
         registry.register(
             "ec2_attempts",
             "EC2 HTTP attempts, including SDK retries",
@@ -174,6 +204,9 @@ impl Default for Metrics {
             objects_by_reason,
             leader,
             resident_memory,
+            orphans_removed,
+            orphans_waiting,
+            orphans_retained,
             ready_by_object: Mutex::default(),
         }
     }
@@ -228,6 +261,14 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc_by(objects as u64);
+    }
+
+    pub fn record_orphans_removed(&self, kind: &str, n: usize) {
+        self.orphans_removed
+            .get_or_create(&OrphanLabels {
+                kind: kind.to_string(),
+            })
+            .inc_by(n as u64);
     }
 
     pub fn record_reconcile(&self, result: &str, seconds: f64) {
