@@ -1660,6 +1660,18 @@ impl Bench {
             format!("{} / {:.2}", m.vpc_polls, m.reconciles / n as f64),
             "",
         );
+        self.delete_all(&api, &tracker, &names).await;
+        op.stop().await;
+    }
+
+    /// Deletes every object of `api`'s namespace and reports whether all went and what tagged
+    /// resources were left in EC2.
+    async fn delete_all(
+        &mut self,
+        api: &Api<BedrockPrivateLink>,
+        tracker: &Tracker,
+        names: &[String],
+    ) {
         api.delete_collection(&DeleteParams::default(), &ListParams::default())
             .await
             .expect("delete collection");
@@ -1679,7 +1691,6 @@ impl Bench {
             format!("{ok} / {} endpoints, {} groups", left.0, left.1),
             "",
         );
-        op.stop().await;
     }
 
     async fn limiter(&mut self) {
@@ -1719,25 +1730,7 @@ impl Bench {
         );
         self.report
             .row("EC2 calls per object", per_object(&as_f64(&calls), n), "");
-        api.delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await
-            .expect("delete collection");
-        let ok = tracker
-            .wait(self.timeout, |s| {
-                names.iter().all(|n| s.gone_at.contains_key(n))
-            })
-            .await;
-        let t = Instant::now();
-        let mut left = tagged_left(&self.ec2, &self.vpc_id).await;
-        while left != (0, 0) && t.elapsed() < self.timeout {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            left = tagged_left(&self.ec2, &self.vpc_id).await;
-        }
-        self.report.row(
-            "delete: all gone / left in EC2",
-            format!("{ok} / {} endpoints, {} groups", left.0, left.1),
-            "",
-        );
+        self.delete_all(&api, &tracker, &names).await;
         op.stop().await;
     }
 }
