@@ -434,7 +434,8 @@ async fn copies_follow_a_namespace_label_selector() {
         )
     };
     assert!(asked("watch") >= 1.0, "{m}");
-    assert_eq!(asked("get"), 0.0, "{m}");
+    // One get at start: the cluster identity (the kube-system namespace's uid, issue 17).
+    assert!(asked("get") <= 1.0, "{m}");
     assert!(asked("list") <= 1.0, "{m}");
     delete_bpl(&rig, &ns, "sel").await;
     wait_gone(&rig, &ns, "sel", T).await;
