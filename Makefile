@@ -61,7 +61,7 @@ test: rig-up
 # Benches are a command (make bench), not tests: --all-targets would run them.
 test-rust:
 	set -a; source .rig/env; set +a; \
-	cargo test --lib --bins --tests -- --test-threads=$(TEST_THREADS)
+	cargo test --no-fail-fast --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 
 # pytest exits 5 when it collects nothing: that is not a failure of the rig.
 test-py:

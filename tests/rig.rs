@@ -154,6 +154,8 @@ async fn crd_installs_and_an_object_round_trips_with_schema_defaults_and_status(
             "READY",
             "REASON",
             "PRIVATEPATH",
+            "ACCOUNT",
+            "REGION",
             "VPC",
             "ENDPOINTS",
             "DNS",
