@@ -70,6 +70,11 @@ struct Args {
     /// Objects created at once with the operator's EC2 limiter on (0 skips the scenario).
     #[arg(long, default_value_t = 20)]
     limiter_objects: usize,
+    /// Objects created at once in one account (B) while a few more are created in another (C),
+    /// from one operator with the limiter on: AWS's buckets are per (account, region), and so
+    /// are the operator's limiters (0 skips the scenario).
+    #[arg(long, default_value_t = 20)]
+    accounts_objects: usize,
     /// Upper bound of every wait (Ready, gone, nothing left in EC2).
     #[arg(long, default_value_t = 600)]
     phase_timeout_seconds: u64,
@@ -216,6 +221,18 @@ impl Emulator {
         v["endpoints"].as_array().cloned().unwrap_or_default()
     }
 
+    /// A harness view (`/_harness/<path>`) as JSON.
+    async fn view(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/_harness/{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("emulator {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("emulator {path} json: {e}"))
+    }
+
     async fn calls(&self) -> BTreeMap<String, u64> {
         let v: Value = self
             .http
@@ -344,6 +361,7 @@ impl Operator {
         emulator: &str,
         ns: &str,
         limiter: bool,
+        extra: &[String],
     ) -> Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -369,6 +387,7 @@ impl Operator {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
         .collect();
         let log = std::fs::File::create(out_dir().join(format!("operator-{ns}.log"))).unwrap();
         let prefix: Vec<&str> = args
@@ -1005,9 +1024,21 @@ struct Bench {
 
 impl Bench {
     fn operator(&mut self, ns: &str, limiter: bool) -> Operator {
-        let op = Operator::start(&self.args, &self.env, &self.emulator.url, ns, limiter);
+        self.operator_with(ns, limiter, &[])
+    }
+
+    fn operator_with(&mut self, ns: &str, limiter: bool, extra: &[String]) -> Operator {
+        let op = Operator::start(
+            &self.args,
+            &self.env,
+            &self.emulator.url,
+            ns,
+            limiter,
+            extra,
+        );
         let line = op.command_line();
         let generic = line
+            .replace(&self.emulator.url, "<emulator>")
             .replace(ns, "<ns>")
             .replace(&op.port.to_string(), "<port>");
         if !self.operator_lines.contains(&generic) {
@@ -1735,6 +1766,239 @@ impl Bench {
     }
 }
 
+/// The seeded VPC of (account, region) in the emulator: its id and subnet ids.
+fn seeded_vpc(seed: &Value, account: &str, region: &str) -> (String, Vec<String>) {
+    let v = seed["vpcs"]
+        .as_array()
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v["account"] == account && v["region"] == region)
+        })
+        .unwrap_or_else(|| panic!("the emulator seeds a VPC in {account}/{region}"));
+    let subnets = v["subnets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    (
+        v["vpc_id"].as_str().unwrap_or_default().to_string(),
+        subnets,
+    )
+}
+
+/// A grant admitting `ns` to the seeded role of `account` and its VPC.
+async fn account_grant(client: &Client, seed: &Value, ns: &str, account: &str, vpc_id: &str) {
+    let role = seed["roles"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["account"] == account))
+        .unwrap_or_else(|| panic!("the emulator seeds a role in {account}"));
+    let name = format!("{ns}-{account}");
+    let grant: bpl::api::BedrockPrivateLinkGrant = serde_json::from_value(json!({
+        "apiVersion": "bedrock.privatelink.io/v1alpha1",
+        "kind": "BedrockPrivateLinkGrant",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaces": {"names": [ns]},
+            "account": {"roleArn": role["arn"], "externalId": role["external_id"]},
+            "vpcs": {"ids": [vpc_id]},
+            "maxEndpointsPerNamespace": 100000,
+        },
+    }))
+    .expect("valid grant");
+    Api::<bpl::api::BedrockPrivateLinkGrant>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("bpl-bench").force(),
+            &Patch::Apply(&grant),
+        )
+        .await
+        .expect("apply an account grant");
+}
+
+impl Bench {
+    /// Per-(account, region) throttling: N objects at once in account B empty B's
+    /// CreateVpcEndpoint bucket for (N - 4) / 0.3 s; objects created in account C meanwhile
+    /// are made from C's own bucket, not queued behind B's.
+    async fn accounts(&mut self) {
+        let n = self.args.accounts_objects;
+        let late = 3;
+        println!("== {n} objects in account B, then {late} in account C, EC2 limiter on");
+        let seed = self.emulator.view("seed").await;
+        let (b, c) = ("111111111111", "222222222222");
+        let region = "us-east-1";
+        let (b_vpc, b_subnets) = seeded_vpc(&seed, b, region);
+        let (c_vpc, c_subnets) = seeded_vpc(&seed, c, region);
+        let ns_b = namespace(&self.client, "acct-b").await;
+        let ns_c = namespace(&self.client, "acct-c").await;
+        account_grant(&self.client, &seed, &ns_b, b, &b_vpc).await;
+        account_grant(&self.client, &seed, &ns_c, c, &c_vpc).await;
+        let extra = ["--sts-endpoint-url".to_string(), self.emulator.url.clone()];
+        let mut op = self.operator_with(&format!("{ns_b},{ns_c}"), true, &extra);
+        op.wait_ready(self.timeout).await;
+        let (api_b, api_c): (Api<BedrockPrivateLink>, Api<BedrockPrivateLink>) = (
+            Api::namespaced(self.client.clone(), &ns_b),
+            Api::namespaced(self.client.clone(), &ns_c),
+        );
+        let (tracker_b, tracker_c) = (
+            Tracker::start(api_b.clone()).await,
+            Tracker::start(api_c.clone()).await,
+        );
+        let create = |api: Api<BedrockPrivateLink>,
+                      ns: String,
+                      name: String,
+                      account: &str,
+                      vpc: &str,
+                      subnets: &[String]| {
+            let o: BedrockPrivateLink = serde_json::from_value(json!({
+                "apiVersion": "bedrock.privatelink.io/v1alpha1",
+                "kind": "BedrockPrivateLink",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"account": account, "vpcId": vpc, "subnets": {"ids": subnets},
+                         "privateDns": false},
+            }))
+            .expect("valid object");
+            async move {
+                api.create(&PostParams::default(), &o)
+                    .await
+                    .expect("create object");
+            }
+        };
+        let creates_in = |calls: &Value, account: &str| {
+            calls["calls"][format!("{account}/{region}")]["CreateVpcEndpoint"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let names_b: Vec<String> = (0..n).map(|i| format!("b-{i:03}")).collect();
+        let names_c: Vec<String> = (0..late).map(|i| format!("c-{i:03}")).collect();
+        let t0 = Instant::now();
+        futures::future::join_all(names_b.iter().map(|name| {
+            create(
+                api_b.clone(),
+                ns_b.clone(),
+                name.clone(),
+                b,
+                &b_vpc,
+                &b_subnets,
+            )
+        }))
+        .await;
+        // B's burst spent: its next create waits for the bucket to refill.
+        while creates_in(&self.emulator.view("calls/by-scope").await, b) < 4
+            && t0.elapsed() < self.timeout
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let t1 = Instant::now();
+        let b_at_t1 = creates_in(&self.emulator.view("calls/by-scope").await, b);
+        futures::future::join_all(names_c.iter().map(|name| {
+            create(
+                api_c.clone(),
+                ns_c.clone(),
+                name.clone(),
+                c,
+                &c_vpc,
+                &c_subnets,
+            )
+        }))
+        .await;
+        let ok_c = tracker_c
+            .wait(self.timeout, |s| {
+                names_c.iter().all(|x| s.ready_at.contains_key(x))
+            })
+            .await;
+        let took_c = {
+            let seen = tracker_c.seen.lock().unwrap();
+            names_c
+                .iter()
+                .filter_map(|x| seen.ready_at.get(x))
+                .max()
+                .map(|t| *t - t1)
+        };
+        let b_when_c_ready = creates_in(&self.emulator.view("calls/by-scope").await, b);
+        let ok_b = tracker_b
+            .wait(self.timeout, |s| {
+                names_b.iter().all(|x| s.ready_at.contains_key(x))
+            })
+            .await;
+        let took_b = {
+            let seen = tracker_b.seen.lock().unwrap();
+            names_b
+                .iter()
+                .filter_map(|x| seen.ready_at.get(x))
+                .max()
+                .map(|t| *t - t0)
+        };
+        assert!(ok_b && ok_c, "every object of both accounts became Ready");
+        let by_scope = self.emulator.view("calls/by-scope").await;
+        let (creates_b, creates_c) = (creates_in(&by_scope, b), creates_in(&by_scope, c));
+        let m = op.metrics().await;
+        self.report.section(&format!(
+            "Throttling per (account, region): {n} objects at once in account B, then {late} in account C (one operator, EC2 limiter ON)"
+        ));
+        let secs = |d: Option<Duration>| {
+            d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+        };
+        self.report.row(
+            &format!("account B: all {n} Ready (CreateVpcEndpoint calls: {creates_b})"),
+            format!(
+                "{} (B's bucket floor: {:.1} s)",
+                secs(took_b),
+                (creates_b as f64 - 4.0).max(0.0) / 0.3
+            ),
+            "close to B's bucket rate",
+        );
+        // Had C shared B's bucket, its creates would queue behind B's remaining ones.
+        let queued = (n as f64 - b_at_t1 as f64 + late as f64 - 1.0).max(0.0) / 0.3;
+        self.report.row(
+            &format!("account C: {late} created after B's burst was spent, all Ready (CreateVpcEndpoint calls: {creates_c})"),
+            format!(
+                "{} (behind B's queue in one shared bucket: about {queued:.0} s)",
+                secs(took_c)
+            ),
+            "seconds: C's own bucket",
+        );
+        self.report.row(
+            "account B's creates still queued when C was Ready",
+            format!("{}", (n as u64).saturating_sub(b_when_c_ready)),
+            "> 0 (C did not wait for B)",
+        );
+        self.report.row(
+            "throttling errors (bpl_ec2_throttles_total)",
+            format!("{}", m.ec2_throttles),
+            "0",
+        );
+        for (api, tracker, names) in [
+            (&api_b, &tracker_b, &names_b),
+            (&api_c, &tracker_c, &names_c),
+        ] {
+            api.delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+                .expect("delete collection");
+            let gone = tracker
+                .wait(self.timeout, |s| {
+                    names.iter().all(|x| s.gone_at.contains_key(x))
+                })
+                .await;
+            assert!(gone, "every object deleted");
+        }
+        let left = self
+            .emulator
+            .endpoints()
+            .await
+            .into_iter()
+            .filter(|e| {
+                (e["vpc_id"] == b_vpc.as_str() || e["vpc_id"] == c_vpc.as_str())
+                    && e["state"] != "deleted"
+                    && e["state"] != "deleting"
+            })
+            .count();
+        self.report
+            .row("delete: endpoints left in B and C", format!("{left}"), "0");
+        op.stop().await;
+    }
+}
+
 fn main() {
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1809,6 +2073,9 @@ async fn run(args: Args) {
     }
     if args.limiter_objects > 0 {
         b.limiter().await;
+    }
+    if args.accounts_objects > 0 {
+        b.accounts().await;
     }
 
     let mut out = String::new();

@@ -18,45 +18,14 @@ use std::time::Duration;
 
 use bpl::api::{BedrockPrivateLink, BedrockPrivateLinkGrant};
 use common::*;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// The emulator's cap on a session's lifetime: the SDK's identity cache refreshes a session
 /// 10 to 15 s before it expires, so about every 10 s here.
 const SESSION_SECONDS: &str = "25";
-
-async fn namespace(rig: &Rig, prefix: &str, labels: Value) -> String {
-    let name = format!("{prefix}-{}", short_id());
-    Api::<Namespace>::all(rig.client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
-        )
-        .await
-        .expect("create namespace");
-    name
-}
-
-async fn apply_grant(rig: &Rig, name: &str, spec: Value) {
-    let grant: BedrockPrivateLinkGrant = serde_json::from_value(json!({
-        "apiVersion": "bedrock.privatelink.io/v1alpha1",
-        "kind": "BedrockPrivateLinkGrant",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("valid grant");
-    Api::<BedrockPrivateLinkGrant>::all(rig.client.clone())
-        .patch(
-            name,
-            &PatchParams::apply("bpl-accounts-test").force(),
-            &Patch::Apply(&grant),
-        )
-        .await
-        .expect("apply grant");
-}
 
 /// The seeded VPC of (account, region): its id and subnet ids.
 fn vpc(seed: &Value, account: &str, region: &str) -> (String, Vec<String>) {
@@ -203,17 +172,18 @@ async fn two_accounts_and_two_regions_from_one_operator() {
     assert!(b_external.is_some() && c_external.is_none());
 
     let id = short_id();
-    let ns_b = namespace(&rig, "acct-b", json!({})).await;
-    let ns_c = namespace(&rig, "acct-c", json!({"bpl-accounts": id})).await;
-    let ns_bad = namespace(&rig, "acct-bad", json!({})).await;
-    let ns_none = namespace(&rig, "acct-none", json!({})).await;
+    let ns_b = rig.namespace_labelled("acct-b", json!({})).await;
+    let ns_c = rig
+        .namespace_labelled("acct-c", json!({"bpl-accounts": id}))
+        .await;
+    let ns_bad = rig.namespace_labelled("acct-bad", json!({})).await;
+    let ns_none = rig.namespace_labelled("acct-none", json!({})).await;
     let grants = [
         format!("acct-b-{id}"),
         format!("acct-c-{id}"),
         format!("acct-bad-{id}"),
     ];
-    apply_grant(
-        &rig,
+    rig.apply_grant(
         &grants[0],
         json!({
             "namespaces": {"names": [ns_b]},
@@ -224,8 +194,7 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         }),
     )
     .await;
-    apply_grant(
-        &rig,
+    rig.apply_grant(
         &grants[1],
         json!({
             "namespaces": {"selector": {"matchLabels": {"bpl-accounts": id}}},
@@ -234,8 +203,7 @@ async fn two_accounts_and_two_regions_from_one_operator() {
         }),
     )
     .await;
-    apply_grant(
-        &rig,
+    rig.apply_grant(
         &grants[2],
         json!({
             "namespaces": {"names": [ns_bad]},
@@ -256,6 +224,10 @@ async fn two_accounts_and_two_regions_from_one_operator() {
             "5",
             "--drift-sweep-seconds",
             "3",
+            "--orphan-sweep-seconds",
+            "2",
+            "--orphan-grace-seconds",
+            "4",
         ],
         None,
     );
@@ -494,6 +466,32 @@ async fn two_accounts_and_two_regions_from_one_operator() {
     );
     rig.harness("DELETE", "faults", json!({})).await;
     converged(&rig, &ns_c, "c-east", TIMEOUT).await;
+
+    // An orphan in a granted account and region (its finalizer removed by hand): the sweep
+    // looks there too, and removes it after the grace period; the live objects stay.
+    let b_west_id = b_w.status.as_ref().unwrap().endpoints[0]
+        .vpc_endpoint_id
+        .clone();
+    rig.drop_without_cleanup(&ns_b, "b-west").await;
+    eventually(
+        Duration::from_secs(60),
+        "b-west's orphaned endpoint removed from account B's second region",
+        || async {
+            let e = emulator_endpoints(&rig).await.remove(&b_west_id);
+            e.is_none_or(|e| e["state"] == "deleting" || e["state"] == "deleted")
+                .then_some(())
+        },
+    )
+    .await;
+    let held = emulator_endpoints(&rig).await;
+    for o in [&b_e, &c_e] {
+        let id = &o.status.as_ref().unwrap().endpoints[0].vpc_endpoint_id;
+        assert_eq!(held[id]["state"], "available", "{id} kept: {}", held[id]);
+    }
+    assert!(
+        op.logs().contains("deleted orphaned endpoints"),
+        "the sweep logged it"
+    );
 
     // Deletion: each account's endpoints go from that account; the refused objects leave
     // without anything to remove.

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{Filter, VpcEndpoint, VpcEndpointType};
 use bpl::api::BedrockPrivateLink;
 use common::*;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -90,6 +89,36 @@ async fn hand_made_endpoint(rig: &Rig, net: &Network, private_dns: bool) -> Stri
         },
     )
     .await;
+    id
+}
+
+/// A security group made by hand in the VPC, with the wide rules people add while trying
+/// things out: HTTPS and SSH from anywhere.
+async fn hand_made_group(rig: &Rig, vpc_id: &str) -> String {
+    let id = rig
+        .ec2
+        .create_security_group()
+        .group_name(format!("bedrock-by-hand-{}", short_id()))
+        .description("made by hand")
+        .vpc_id(vpc_id)
+        .send()
+        .await
+        .expect("create group by hand")
+        .group_id()
+        .expect("group id")
+        .to_string();
+    for port in [443, 22] {
+        rig.ec2
+            .authorize_security_group_ingress()
+            .group_id(&id)
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port)
+            .cidr_ip("0.0.0.0/0")
+            .send()
+            .await
+            .expect("open the hand-made group");
+    }
     id
 }
 
@@ -204,9 +233,85 @@ async fn a_hand_made_endpoint_is_adopted_in_place_without_a_create() {
     let calls = rig.emulator_calls().await;
     assert_eq!(calls.get("CreateVpcEndpoint").copied().unwrap_or(0), 0);
 
+    // An endpoint and its hand-made security group (HTTPS open to the world, SSH too) adopted
+    // together: the group becomes the object's managed group in place (tagged, its rules
+    // reconciled to the spec's), the endpoint uses it, and nothing is created.
+    let with_group = hand_made_endpoint(&rig, &net, false).await;
+    let sg = hand_made_group(&rig, &net.vpc_id).await;
+    rig.harness("POST", "calls/reset", json!({})).await;
+    let g = create_bpl(
+        &rig,
+        &ns,
+        "group-adopter",
+        json!({
+            "vpcId": net.vpc_id,
+            "subnets": {"ids": net.subnet_ids()},
+            "privateDns": false,
+            "adopt": {"endpointIds": [with_group], "securityGroupId": sg},
+        }),
+    )
+    .await;
+    let g_obj = converged(&rig, &ns, "group-adopter", READY_TIMEOUT).await;
+    let g_status = g_obj.status.as_ref().unwrap();
+    assert_eq!(g_status.security_group_id.as_deref(), Some(sg.as_str()));
+    assert_eq!(g_status.endpoints[0].vpc_endpoint_id, with_group);
+    let e = endpoint(&rig, &with_group).await.unwrap();
+    let groups: Vec<&str> = e.groups().iter().filter_map(|g| g.group_id()).collect();
+    assert_eq!(groups, [sg.as_str()], "the endpoint uses the adopted group");
+    let owned = rig.owned_groups(&uid_of(&g)).await;
+    assert_eq!(owned.len(), 1, "one group carries the owner tag");
+    assert_eq!(owned[0].group_id(), Some(sg.as_str()));
+    // The adopter's group was made by the operator from the same kind of spec: same rules.
+    let made = rig.owned_groups(&uid_of(&o)).await;
+    assert_eq!(
+        ingress_rules(&owned[0]),
+        ingress_rules(&made[0]),
+        "the adopted group's rules reconciled to the spec's"
+    );
+    assert!(
+        !ingress_rules(&owned[0])
+            .iter()
+            .any(|r| r.contains("0.0.0.0/0")),
+        "the world-open rules are gone: {:?}",
+        ingress_rules(&owned[0])
+    );
+    let calls = rig.emulator_calls().await;
+    for call in ["CreateVpcEndpoint", "CreateSecurityGroup"] {
+        assert_eq!(
+            calls.get(call).copied().unwrap_or(0),
+            0,
+            "{call}: {calls:?}"
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "SecurityGroupAdopted event",
+        || {
+            let (rig, ns, uid) = (&rig, ns.clone(), uid_of(&g));
+            async move {
+                (!normal_events(rig, &ns, &uid, "SecurityGroupAdopted")
+                    .await
+                    .is_empty())
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
     // Deleting the adopter deletes what it adopted (deletionPolicy Delete).
     delete_bpl(&rig, &ns, "adopter").await;
     delete_bpl(&rig, &ns, "mismatch").await;
+    delete_bpl(&rig, &ns, "group-adopter").await;
+    wait_gone(&rig, &ns, "group-adopter", READY_TIMEOUT).await;
+    eventually(
+        Duration::from_secs(30),
+        "the adopted group deleted with its object",
+        || {
+            let (rig, uid) = (&rig, uid_of(&g));
+            async move { rig.owned_groups(&uid).await.is_empty().then_some(()) }
+        },
+    )
+    .await;
     wait_gone(&rig, &ns, "adopter", READY_TIMEOUT).await;
     let e = endpoint(&rig, &id).await;
     assert!(
@@ -336,20 +441,6 @@ async fn blue_green_handover_keeps_the_endpoint_and_its_private_dns() {
     wait_gone(&rig, &new_ns, "bedrock", READY_TIMEOUT).await;
 }
 
-/// Removes the object's finalizer (as someone would by hand) and deletes it.
-async fn drop_without_cleanup(rig: &Rig, ns: &str, name: &str) {
-    rig.bpls(ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .expect("remove finalizer");
-    delete_bpl(rig, ns, name).await;
-    wait_gone(rig, ns, name, Duration::from_secs(20)).await;
-}
-
 fn live(eps: &[VpcEndpoint]) -> usize {
     eps.iter()
         .filter(|e| !matches!(state_of(e).as_str(), "deleting" | "deleted"))
@@ -385,7 +476,7 @@ async fn orphans_are_swept_after_the_grace_period_sparing_retain_and_other_clust
     let other = create_bpl(&rig, &ns, "other", spec("Delete")).await;
     converged(&rig, &ns, "other", READY_TIMEOUT).await;
     other_op.terminate().await;
-    drop_without_cleanup(&rig, &ns, "other").await;
+    rig.drop_without_cleanup(&ns, "other").await;
 
     let cluster = format!("sweep-{}", short_id());
     let (period, grace) = ("1", "6");
@@ -408,8 +499,8 @@ async fn orphans_are_swept_after_the_grace_period_sparing_retain_and_other_clust
     assert_eq!(live(&rig.owned_endpoints(&uid_of(&other)).await), 1);
     // The operator is down while both lose their finalizer and are deleted.
     op.terminate().await;
-    drop_without_cleanup(&rig, &ns, "doomed").await;
-    drop_without_cleanup(&rig, &ns, "kept").await;
+    rig.drop_without_cleanup(&ns, "doomed").await;
+    rig.drop_without_cleanup(&ns, "kept").await;
     let started = Instant::now();
     let op = rig.operator(&ns, &args);
     // Seen as orphans at once, removed only after the grace period.

@@ -27,33 +27,7 @@ const OWNER_UID: &str = "bedrock.privatelink.io/owner-uid";
 
 /// A namespace no grant selects (no open-tenancy label).
 async fn plain_namespace(rig: &Rig, prefix: &str) -> String {
-    let name = format!("{prefix}-{}", short_id());
-    let api: Api<Namespace> = Api::all(rig.client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-    )
-    .await
-    .expect("create namespace");
-    name
-}
-
-async fn apply_grant(rig: &Rig, name: &str, spec: Value) {
-    let grant: BedrockPrivateLinkGrant = serde_json::from_value(json!({
-        "apiVersion": "bedrock.privatelink.io/v1alpha1",
-        "kind": "BedrockPrivateLinkGrant",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("valid grant");
-    Api::<BedrockPrivateLinkGrant>::all(rig.client.clone())
-        .patch(
-            name,
-            &PatchParams::apply("bpl-tenancy-test").force(),
-            &Patch::Apply(&grant),
-        )
-        .await
-        .expect("apply grant");
+    rig.namespace_labelled(prefix, json!({})).await
 }
 
 async fn delete_grant(rig: &Rig, name: &str) {
@@ -208,11 +182,31 @@ async fn default_refuses_a_grant_admits_and_a_tightened_grant_freezes() {
     )
     .await;
 
+    // Taking over (another cluster's endpoint, say) needs a grant that allows it: refused
+    // before anything is looked up, let alone tagged.
+    create_bpl(
+        &rig,
+        &ns,
+        "g-take-over",
+        json!({"subnets": subnets(&cluster), "privateDns": false,
+               "adopt": {"endpointIds": ["vpce-0123456789abcdef0"], "takeOver": true}}),
+    )
+    .await;
+    refused_with_nothing_created(
+        &rig,
+        &ns,
+        "g-take-over",
+        "TakeOverNotAllowed",
+        &["allowTakeOver: true", "built-in default"],
+    )
+    .await;
+    delete_bpl(&rig, &ns, "g-take-over").await;
+    wait_gone(&rig, &ns, "g-take-over", TIMEOUT).await;
+
     // The cluster admin grants everything: each refused object becomes Ready, at once (the
     // grant watch queues every object).
     let grant = format!("tenancy-{ns}");
-    apply_grant(
-        &rig,
+    rig.apply_grant(
         &grant,
         json!({
             "namespaces": {"names": [ns]},
@@ -238,8 +232,7 @@ async fn default_refuses_a_grant_admits_and_a_tightened_grant_freezes() {
     );
 
     // Tightened: no other VPC, no private DNS, no FullAccess/Custom, at most 5 endpoints.
-    apply_grant(
-        &rig,
+    rig.apply_grant(
         &grant,
         json!({"namespaces": {"names": [ns]}, "maxEndpointsPerNamespace": 5}),
     )
@@ -321,9 +314,7 @@ async fn label_selected_grant_and_endpoint_count_in_creation_order() {
     let _op = rig.operator(&ns, &["--default-vpc-id", &cluster.vpc_id]);
     let key = format!("tenancy-test.example.com/{ns}");
     let grant = format!("label-{ns}");
-    apply_grant(
-        &rig,
-        &grant,
+    rig.apply_grant(&grant,
         json!({
             "namespaces": {"selector": {"matchExpressions": [{"key": key, "operator": "In", "values": ["yes"]}]}},
             "vpcs": {"clusterVpc": false, "ids": [other.vpc_id]},
@@ -364,9 +355,7 @@ async fn label_selected_grant_and_endpoint_count_in_creation_order() {
     .await;
 
     // A higher limit admits the third.
-    apply_grant(
-        &rig,
-        &grant,
+    rig.apply_grant(&grant,
         json!({
             "namespaces": {"selector": {"matchExpressions": [{"key": key, "operator": "In", "values": ["yes"]}]}},
             "vpcs": {"clusterVpc": false, "ids": [other.vpc_id]},

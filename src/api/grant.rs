@@ -78,6 +78,14 @@ pub struct BedrockPrivateLinkGrantSpec {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub policy_presets: Vec<PolicyPreset>,
 
+    /// Whether objects may set spec.adopt.takeOver: take over endpoints and security groups
+    /// that another cluster's operator owns (a blue/green upgrade, or a cluster that is gone)
+    /// or that an object deleted without its finalizer left behind. It moves resources out of
+    /// another owner's hands, so only namespaces the admin trusts with that get it. Adopting
+    /// untagged (hand-made) resources in an allowed VPC needs no such permission. Default false.
+    #[serde(default)]
+    pub allow_take_over: bool,
+
     /// Most interface endpoints (one per service of each object) all BedrockPrivateLinks of one
     /// namespace may have together; each costs money per Availability Zone and hour. Objects
     /// are counted in order of creation. Default 5; 0 allows none.

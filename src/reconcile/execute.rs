@@ -2,7 +2,7 @@
 //! pure functions in plan.rs from what was observed, and, for endpoints, the group id this
 //! step made) and reports what it left.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kube::runtime::events::EventType;
@@ -136,13 +136,6 @@ async fn adopt(
     desired: &Desired,
     obs: &Observation,
 ) -> Result<(Vec<EndpointFacts>, Option<GroupFacts>), Failure> {
-    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
-    let operator_keys = |tags: &std::collections::BTreeMap<String, String>| {
-        tags.iter()
-            .filter(|(k, _)| k.starts_with("bedrock.privatelink.io/") || k.as_str() == "Name")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
     let mut endpoints = Vec::new();
     for e in &obs.adopt.endpoints {
         let Some(d) = desired
@@ -152,43 +145,16 @@ async fn adopt(
         else {
             continue;
         };
-        ctx.memory.changed(uid);
-        let tags = operator_keys(&d.tags);
-        ctx.ec2
-            .create_tags(std::slice::from_ref(&e.id), &tags)
-            .await
-            .map_err(Error::Aws)?;
-        let from = previous_owner(&e.tags);
-        tracing::info!(endpoint = %e.id, from = %from, "adopted endpoint");
-        let note = format!(
-            "adopted {} ({from}); reconciling it to the spec in place",
-            e.id
-        );
-        ctx.event(obj, EventType::Normal, "EndpointAdopted", "Adopt", note)
-            .await;
+        let how = ("EndpointAdopted", "; reconciling it to the spec in place");
+        let tags = tag_adopted(ctx, obj, &e.id, &e.tags, &d.tags, how).await?;
         let mut adopted = e.clone();
         adopted.tags.extend(tags);
         endpoints.push(adopted);
     }
     let group = match (&obs.adopt.group, &desired.group) {
         (Some(g), Some(dg)) => {
-            ctx.memory.changed(uid);
-            let tags = operator_keys(&dg.tags);
-            ctx.ec2
-                .create_tags(std::slice::from_ref(&g.id), &tags)
-                .await
-                .map_err(Error::Aws)?;
-            let from = previous_owner(&g.tags);
-            tracing::info!(group = %g.id, from = %from, "adopted security group");
-            let note = format!("adopted {} ({from}) as the managed group", g.id);
-            ctx.event(
-                obj,
-                EventType::Normal,
-                "SecurityGroupAdopted",
-                "Adopt",
-                note,
-            )
-            .await;
+            let how = ("SecurityGroupAdopted", " as the managed group");
+            let tags = tag_adopted(ctx, obj, &g.id, &g.tags, &dg.tags, how).await?;
             let mut adopted = g.clone();
             adopted.tags.extend(tags);
             Some(adopted)
@@ -198,7 +164,38 @@ async fn adopt(
     Ok((endpoints, group))
 }
 
-fn previous_owner(tags: &std::collections::BTreeMap<String, String>) -> String {
+/// Makes one adopted resource ours: writes the operator's tags of `wanted` (owner, cluster,
+/// deletion policy, Name) in one CreateTags, which moves ownership atomically; logs it and
+/// records the Event `how.0` (note: "adopted <id> (<previous owner>)<how.1>"). Returns the
+/// tags written.
+async fn tag_adopted(
+    ctx: &Scoped<'_>,
+    obj: &BedrockPrivateLink,
+    id: &str,
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+    how: (&str, &str),
+) -> Result<BTreeMap<String, String>, Failure> {
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let tags: BTreeMap<String, String> = wanted
+        .iter()
+        .filter(|(k, _)| k.starts_with("bedrock.privatelink.io/") || k.as_str() == "Name")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    ctx.memory.changed(uid);
+    ctx.ec2
+        .create_tags(&[id.to_string()], &tags)
+        .await
+        .map_err(Error::Aws)?;
+    let from = previous_owner(current);
+    tracing::info!(resource = %id, from = %from, event = how.0, "adopted");
+    let note = format!("adopted {id} ({from}){}", how.1);
+    ctx.event(obj, EventType::Normal, how.0, "Adopt", note)
+        .await;
+    Ok(tags)
+}
+
+fn previous_owner(tags: &BTreeMap<String, String>) -> String {
     match super::ownership::OtherOwner::of(tags) {
         Some(o) => format!("taken over from {}", o.describe()),
         None => "was untagged".to_string(),
@@ -281,8 +278,12 @@ async fn run_endpoint_action(
     let uid = obj.metadata.uid.as_deref().unwrap_or_default();
     match action {
         EndpointAction::Create(req) => {
+            // Stamped before (a describe racing the create is stale) and after: the create may
+            // have waited for the limiter's bucket, and a describe begun meanwhile (another
+            // object's, the VPC poller's) does not show the endpoint yet.
             ctx.memory.changed(uid);
             let created = create_endpoint(ctx, req, &applied.endpoints).await?;
+            ctx.memory.changed(uid);
             let note = format!(
                 "created {} for {} in {}",
                 created.id,
@@ -323,6 +324,7 @@ async fn run_endpoint_action(
         } => {
             ctx.memory.changed(uid);
             delete_endpoint(ctx, id).await?;
+            ctx.memory.changed(uid);
             let error = last_error
                 .as_deref()
                 .map(|e| format!(" ({e})"))

@@ -97,13 +97,42 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// One sweep; `first_seen` (owner uid -> when first seen orphaned) carries over between sweeps.
+/// One sweep of every account and region the operator may act in (`gate::sweep_targets`);
+/// `first_seen` (owner uid -> when first seen orphaned) carries over between sweeps. A target
+/// that cannot be listed (a role that cannot be assumed, say) is logged and skipped; the others
+/// are swept, and what was first seen there is not forgotten.
 pub async fn sweep(ctx: &Context, first_seen: &mut HashMap<String, Instant>) -> Result<(), Error> {
-    // The operator's own account and region (granted accounts: see docs/install.md section 13).
-    let ctx = &Scoped {
-        ctx,
-        ec2: ctx.pool.home().clone(),
-    };
+    let mut listed = Vec::new();
+    let mut failed = None;
+    for target in crate::tenancy::gate::sweep_targets(ctx) {
+        let scoped = Scoped {
+            ctx,
+            ec2: ctx.pool.client(&target).await,
+        };
+        match holdings_of(&scoped).await {
+            Ok(found) => listed.push((scoped, found)),
+            Err(e) => {
+                tracing::warn!(region = %target.region, account = %scoped.ec2.account.as_deref().unwrap_or("self"), error = %e, "orphan sweep could not list this account and region; trying again next period");
+                failed = Some(e);
+            }
+        }
+    }
+    if failed.is_none() {
+        first_seen.retain(|uid, _| listed.iter().any(|(_, found)| found.contains_key(uid)));
+    }
+    let (mut waiting, mut retained) = (0i64, 0i64);
+    for (scoped, found) in &listed {
+        let (w, r) = judge(scoped, found, first_seen).await?;
+        waiting += w;
+        retained += r;
+    }
+    ctx.metrics.orphans_waiting.set(waiting);
+    ctx.metrics.orphans_retained.set(retained);
+    failed.map_or(Ok(()), Err)
+}
+
+/// What this cluster's tag names in one account and region, by owner uid.
+async fn holdings_of(ctx: &Scoped<'_>) -> Result<BTreeMap<String, Holding>, Error> {
     let cluster = ctx.config.cluster_id.as_str();
     let by_cluster = || vec![filter(&format!("tag:{TAG_CLUSTER}"), [cluster])];
     let endpoints = ctx
@@ -116,11 +145,24 @@ pub async fn sweep(ctx: &Context, first_seen: &mut HashMap<String, Instant>) -> 
         .describe_security_groups(by_cluster())
         .await
         .map_err(Error::Aws)?;
-    let found = holdings(cluster, &ctx.config.watch_namespaces, endpoints, groups);
-    first_seen.retain(|uid, _| found.contains_key(uid));
+    Ok(holdings(
+        cluster,
+        &ctx.config.watch_namespaces,
+        endpoints,
+        groups,
+    ))
+}
+
+/// Judges one account and region's holdings (removing what is due); returns how many owners
+/// wait out their grace period and how many resources were kept for Retain.
+async fn judge(
+    ctx: &Scoped<'_>,
+    found: &BTreeMap<String, Holding>,
+    first_seen: &mut HashMap<String, Instant>,
+) -> Result<(i64, i64), Error> {
     let now = Instant::now();
     let (mut waiting, mut retained) = (0i64, 0i64);
-    for (uid, h) in &found {
+    for (uid, h) in found {
         let exists = match ctx.owner_exists(&h.namespace, &h.name, uid).await {
             Ok(b) => Some(b),
             Err(e) => {
@@ -138,6 +180,8 @@ pub async fn sweep(ctx: &Context, first_seen: &mut HashMap<String, Instant>) -> 
                     tracing::warn!(
                         owner = %format!("{}/{}", h.namespace, h.name),
                         %uid,
+                        region = %ctx.ec2.region,
+                        account = %ctx.ec2.account.as_deref().unwrap_or("self"),
                         endpoints = %ids(h.endpoints.iter().map(|e| &e.id)),
                         groups = %ids(h.groups.iter().map(|g| &g.id)),
                         grace_s = ctx.config.orphan_grace.as_secs(),
@@ -153,9 +197,7 @@ pub async fn sweep(ctx: &Context, first_seen: &mut HashMap<String, Instant>) -> 
             }
         }
     }
-    ctx.metrics.orphans_waiting.set(waiting);
-    ctx.metrics.orphans_retained.set(retained);
-    Ok(())
+    Ok((waiting, retained))
 }
 
 fn ids<'a>(ids: impl Iterator<Item = &'a String>) -> String {
@@ -191,7 +233,7 @@ async fn remove(ctx: &Scoped<'_>, uid: &str, h: &Holding) -> Result<i64, Error> 
             .await
             .map_err(Error::Aws)?;
         ctx.metrics.record_orphans_removed("endpoint", doomed.len());
-        tracing::warn!(%owner, %uid, endpoints = %doomed.join(","), "deleted orphaned endpoints (their object is gone)");
+        tracing::warn!(%owner, %uid, region = %ctx.ec2.region, account = %ctx.ec2.account.as_deref().unwrap_or("self"), endpoints = %doomed.join(","), "deleted orphaned endpoints (their object is gone)");
     }
     for g in h.groups.iter().filter(|g| !ownership::retained(&g.tags)) {
         match ctx.ec2.delete_security_group(&g.id).await {

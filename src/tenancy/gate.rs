@@ -192,9 +192,11 @@ pub async fn check(
     let ask = Ask::of(&obj.spec, &home);
     let earlier = earlier_asks(index, obj, &home);
     let grants = grants(grant_store);
-    // Which VPCs are the cluster's matters only for a VPC named in a spec, under a rule that
-    // allows the cluster's VPC but not every VPC.
-    let names_vpc = ask.vpc.is_some() || earlier.iter().any(|a| a.vpc.is_some());
+    // Which VPCs are the cluster's matters only for a VPC named in a spec in the operator's own
+    // account and region (where the cluster's VPC is), under a rule that allows the cluster's
+    // VPC but not every VPC: objects in other accounts never cost a look at the cluster's nodes.
+    let names_home_vpc = |a: &Ask| a.vpc.is_some() && a.account.is_none() && a.home_region;
+    let names_vpc = names_home_vpc(&ask) || earlier.iter().any(names_home_vpc);
     let rules_ask = super::applicable(&grants, &namespace)
         .iter()
         .any(|r| r.vpcs.cluster_vpc && !r.vpcs.any);
@@ -239,6 +241,38 @@ pub async fn check(
             }))
         }
     }
+}
+
+/// Where the orphan sweep looks: the operator's own account in its own region, and every
+/// (account, region) a grant names (a grant without regions: the operator's region; without an
+/// account: the operator's own). One target per (account, region): the first grant (by name)
+/// naming an account lends its role.
+pub fn sweep_targets(ctx: &Context) -> Vec<Target> {
+    let home = ctx.pool.home_target();
+    let grants = ctx.tenancy.grants.get().map(grants).unwrap_or_default();
+    targets_of(&home, &grants)
+}
+
+/// `sweep_targets`, pure.
+pub fn targets_of(home: &Target, grants: &[Grant]) -> Vec<Target> {
+    let mut out: std::collections::BTreeMap<(Option<String>, String), Target> = Default::default();
+    out.insert((None, home.region.clone()), home.clone());
+    for g in grants {
+        let regions = if g.rules.regions.is_empty() {
+            std::slice::from_ref(&home.region)
+        } else {
+            g.rules.regions.as_slice()
+        };
+        for region in regions {
+            let account = g.rules.account.as_ref().map(|a| a.account_id().to_string());
+            out.entry((account, region.clone()))
+                .or_insert_with(|| Target {
+                    role: g.rules.account.clone(),
+                    region: region.clone(),
+                });
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Where a deleted object's endpoints are, to remove them: its region, and its account's
@@ -294,5 +328,63 @@ pub fn cleanup_target(
             "no BedrockPrivateLinkGrant that selects this namespace names account {account}, so the operator cannot reach it to delete this object's endpoints. Restore a grant with account.roleArn in account {account}, or delete the endpoints yourself and remove the finalizer {}",
             crate::api::FINALIZER
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(name: &str, spec: serde_json::Value) -> Grant {
+        let g: BedrockPrivateLinkGrant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bedrock.privatelink.io/v1alpha1",
+            "kind": "BedrockPrivateLinkGrant",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+        Grant::from_resource(&g)
+    }
+
+    #[test]
+    fn the_sweep_looks_in_every_granted_account_and_region_once() {
+        let home = Target {
+            role: None,
+            region: "us-east-1".into(),
+        };
+        let b = "arn:aws:iam::111111111111:role/bpl";
+        let grants = [
+            grant("a", serde_json::json!({"namespaces": {"names": ["x"]}})),
+            grant(
+                "b",
+                serde_json::json!({"namespaces": {"names": ["x"]},
+                    "account": {"roleArn": b}, "regions": ["us-east-1", "us-west-2"]}),
+            ),
+            // The same account by another role: not swept twice.
+            grant(
+                "c",
+                serde_json::json!({"namespaces": {"names": ["y"]},
+                    "account": {"roleArn": "arn:aws:iam::111111111111:role/other"}}),
+            ),
+            grant(
+                "d",
+                serde_json::json!({"namespaces": {"names": ["z"]}, "regions": ["eu-west-1"]}),
+            ),
+        ];
+        let got: Vec<(Option<String>, String)> = targets_of(&home, &grants)
+            .into_iter()
+            .map(|t| (t.role.map(|r| r.role_arn), t.region))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (None, "eu-west-1".to_string()),
+                (None, "us-east-1".to_string()),
+                (Some(b.to_string()), "us-east-1".to_string()),
+                (Some(b.to_string()), "us-west-2".to_string()),
+            ]
+        );
+        // No grant: the operator's own account and region only.
+        assert_eq!(targets_of(&home, &[]), vec![home]);
     }
 }

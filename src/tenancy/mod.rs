@@ -39,6 +39,7 @@ pub const ENDPOINT_LIMIT: &str = "EndpointLimitExceeded";
 pub const GRANT_UNREADABLE: &str = "GrantUnreadable";
 pub const ACCOUNT_NOT_GRANTED: &str = "AccountNotGranted";
 pub const REGION_NOT_ALLOWED: &str = "RegionNotAllowed";
+pub const TAKE_OVER_NOT_ALLOWED: &str = "TakeOverNotAllowed";
 
 /// The stages an ask passes, in order: the furthest one a grant got to names the reason.
 const STAGE_ACCOUNT: u8 = 0;
@@ -46,7 +47,8 @@ const STAGE_REGION: u8 = 1;
 const STAGE_VPC: u8 = 2;
 const STAGE_DNS: u8 = 3;
 const STAGE_PRESET: u8 = 4;
-const STAGE_COUNT: u8 = 5;
+const STAGE_TAKE_OVER: u8 = 5;
+const STAGE_COUNT: u8 = 6;
 
 /// The operator's own account and region: what an object that names neither gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,6 +93,8 @@ pub struct Rules {
     pub vpcs: VpcRules,
     pub private_dns: bool,
     pub presets: Vec<PolicyPreset>,
+    /// spec.adopt.takeOver allowed.
+    pub take_over: bool,
     pub max_endpoints: u32,
 }
 
@@ -104,6 +108,7 @@ impl Rules {
             vpcs: VpcRules::default(),
             private_dns: false,
             presets: vec![PolicyPreset::InvokeOnly, PolicyPreset::ReadOnly],
+            take_over: false,
             max_endpoints: DEFAULT_MAX_ENDPOINTS_PER_NAMESPACE,
         }
     }
@@ -145,6 +150,7 @@ impl Grant {
                 vpcs: g.spec.vpcs.clone(),
                 private_dns: g.spec.private_dns,
                 presets: g.spec.policy_presets.clone(),
+                take_over: g.spec.allow_take_over,
                 max_endpoints: g.spec.max_endpoints_per_namespace.max(0) as u32,
             },
         }
@@ -165,6 +171,7 @@ impl Grant {
                 },
                 private_dns: false,
                 presets: Vec::new(),
+                take_over: false,
                 max_endpoints: 0,
             },
         }
@@ -202,6 +209,8 @@ pub struct Ask {
     pub preset: PolicyPreset,
     /// One interface endpoint per service.
     pub endpoints: u32,
+    /// spec.adopt.takeOver.
+    pub take_over: bool,
 }
 
 impl Ask {
@@ -218,6 +227,7 @@ impl Ask {
             private_dns: spec.private_dns,
             preset: spec.policy.as_ref().map(|p| p.preset).unwrap_or_default(),
             endpoints: spec.services.len() as u32,
+            take_over: spec.adopt.as_ref().is_some_and(|a| a.take_over),
         }
     }
 }
@@ -369,6 +379,16 @@ fn allows_shape(r: &Rules, ask: &Ask, cluster_vpcs: &BTreeSet<String>) -> Result
             ),
         });
     }
+    if ask.take_over && !r.take_over {
+        return Err(Objection {
+            stage: STAGE_TAKE_OVER,
+            reason: TAKE_OVER_NOT_ALLOWED,
+            clause: format!(
+                "{} does not allow taking over (spec.allowTakeOver)",
+                r.source
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -476,6 +496,10 @@ fn refusal(
             "policy preset {:?} is not allowed for namespace {}",
             ask.preset, ns.name
         ),
+        TAKE_OVER_NOT_ALLOWED => format!(
+            "spec.adopt.takeOver is not allowed for namespace {}: it takes endpoints and groups out of another owner's hands",
+            ns.name
+        ),
         _ => format!(
             "namespace {} would have {} endpoints ({} of older objects, {} of this one)",
             ns.name,
@@ -500,6 +524,7 @@ fn refusal(
         ),
         PRIVATE_DNS_NOT_ALLOWED => "Set spec.privateDns: false (workloads then use the endpoint's own DNS names from the published ConfigMap), or ask a cluster admin for a grant with privateDns: true".into(),
         PRESET_NOT_ALLOWED => "Use an allowed preset in spec.policy.preset, or ask a cluster admin to add it to a grant's policyPresets".into(),
+        TAKE_OVER_NOT_ALLOWED => "Remove spec.adopt.takeOver (adopting untagged, hand-made resources needs no permission), or ask a cluster admin for a grant with allowTakeOver: true".into(),
         _ => "Remove services or objects, or ask a cluster admin to raise maxEndpointsPerNamespace".into(),
     };
     let clauses: Vec<&str> = objections.iter().map(|o| o.clause.as_str()).collect();
@@ -540,6 +565,7 @@ mod tests {
             private_dns: dns,
             preset,
             endpoints,
+            take_over: false,
         }
     }
 
@@ -846,6 +872,40 @@ mod tests {
             vpc: Some(OTHER.into()),
             ..plain()
         }
+    }
+
+    #[test]
+    fn take_over_needs_a_grant_that_allows_it() {
+        let team = ns("team-a", &[]);
+        let taking = Ask {
+            take_over: true,
+            ..plain()
+        };
+        let r = admit(&taking, &[], &team, &[], &cluster()).unwrap_err();
+        assert_eq!(r.reason, TAKE_OVER_NOT_ALLOWED);
+        assert!(r.message.contains("allowTakeOver: true"), "{}", r.message);
+        let plain_grant = grant(serde_json::json!({"name": "plain", "spec": {
+            "namespaces": {"names": ["team-a"]}}}));
+        let r = admit(
+            &taking,
+            &[],
+            &team,
+            std::slice::from_ref(&plain_grant),
+            &cluster(),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, TAKE_OVER_NOT_ALLOWED);
+        assert!(
+            r.message
+                .contains("BedrockPrivateLinkGrant plain does not allow taking over"),
+            "{}",
+            r.message
+        );
+        // Adoption without takeOver needs nothing; a grant with allowTakeOver admits it.
+        assert!(admit(&plain(), &[], &team, &[plain_grant], &cluster()).is_ok());
+        let trusted = grant(serde_json::json!({"name": "trusted", "spec": {
+            "namespaces": {"names": ["team-a"]}, "allowTakeOver": true}}));
+        assert!(admit(&taking, &[], &team, &[trusted], &cluster()).is_ok());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter};
-use bpl::api::BedrockPrivateLink;
+use bpl::api::{BedrockPrivateLink, BedrockPrivateLinkGrant};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
@@ -167,20 +167,57 @@ impl Rig {
         }
     }
 
-    /// A fresh namespace for one test.
+    /// A fresh namespace for one test, open to everything (the rig's grant selects it).
     pub async fn namespace(&self, prefix: &str) -> String {
+        self.namespace_labelled(prefix, json!({OPEN_TENANCY_LABEL: "open"}))
+            .await
+    }
+
+    /// A fresh namespace with exactly these labels (`{}`: one no grant selects by label).
+    pub async fn namespace_labelled(&self, prefix: &str, labels: Value) -> String {
         let name = format!("{prefix}-{}", short_id());
         let api: Api<Namespace> = Api::all(self.client.clone());
         api.create(
             &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": name, "labels": {OPEN_TENANCY_LABEL: "open"}}}),
-            )
-            .unwrap(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
         )
         .await
         .expect("create namespace");
         name
+    }
+
+    /// Creates or replaces a cluster-scoped BedrockPrivateLinkGrant (server-side apply).
+    pub async fn apply_grant(&self, name: &str, spec: Value) {
+        let grant: BedrockPrivateLinkGrant = serde_json::from_value(json!({
+            "apiVersion": "bedrock.privatelink.io/v1alpha1",
+            "kind": "BedrockPrivateLinkGrant",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("valid grant");
+        Api::<BedrockPrivateLinkGrant>::all(self.client.clone())
+            .patch(
+                name,
+                &PatchParams::apply("bpl-rig-tests").force(),
+                &Patch::Apply(&grant),
+            )
+            .await
+            .expect("apply grant");
+    }
+
+    /// Removes the object's finalizer (as someone would by hand) and deletes it: whatever it
+    /// held in AWS is left behind.
+    pub async fn drop_without_cleanup(&self, ns: &str, name: &str) {
+        self.bpls(ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .expect("remove finalizer");
+        delete_bpl(self, ns, name).await;
+        wait_gone(self, ns, name, Duration::from_secs(20)).await;
     }
 
     pub fn bpls(&self, ns: &str) -> Api<BedrockPrivateLink> {
@@ -646,6 +683,7 @@ spec:
     any: true
   privateDns: true
   policyPresets: [InvokeOnly, ReadOnly, FullAccess, Custom]
+  allowTakeOver: true
   maxEndpointsPerNamespace: 100000
 "
     );
@@ -704,6 +742,26 @@ pub async fn warning_events(
     uid: &str,
     reason: &str,
 ) -> Vec<k8s_openapi::api::events::v1::Event> {
+    events_of(rig, ns, uid, reason, "Warning").await
+}
+
+/// Normal events about the object (by uid) with this reason.
+pub async fn normal_events(
+    rig: &Rig,
+    ns: &str,
+    uid: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    events_of(rig, ns, uid, reason, "Normal").await
+}
+
+async fn events_of(
+    rig: &Rig,
+    ns: &str,
+    uid: &str,
+    reason: &str,
+    type_: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(rig.client.clone(), ns);
     api.list(&kube::api::ListParams::default())
         .await
@@ -713,7 +771,7 @@ pub async fn warning_events(
         .filter(|e| {
             e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid)
                 && e.reason.as_deref() == Some(reason)
-                && e.type_.as_deref() == Some("Warning")
+                && e.type_.as_deref() == Some(type_)
         })
         .collect()
 }
