@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 // The rig helpers the tests use (repo_root, rig_env, short_id, ...): one copy.
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{repo_root, rig_env, short_id};
+use common::{repo_root, rig_env, seeded_vpc, short_id};
 
 use common::OWNER_TAG;
 /// The operator binary `cargo bench` built with the bench (release) profile.
@@ -731,6 +731,26 @@ impl Tracker {
                 return done(&self.seen.lock().unwrap());
             }
         }
+    }
+}
+
+impl Tracker {
+    /// Waits until every one of `names` was Ready; how long after `since` the last one was.
+    async fn all_ready(
+        &self,
+        timeout: Duration,
+        names: &[String],
+        since: Instant,
+    ) -> Option<Duration> {
+        let ok = self
+            .wait(timeout, |s| {
+                names.iter().all(|x| s.ready_at.contains_key(x))
+            })
+            .await;
+        let seen = self.seen.lock().unwrap();
+        let last = names.iter().filter_map(|x| seen.ready_at.get(x)).max();
+        last.filter(|_| ok)
+            .map(|t| t.saturating_duration_since(since))
     }
 }
 
@@ -1766,27 +1786,6 @@ impl Bench {
     }
 }
 
-/// The seeded VPC of (account, region) in the emulator: its id and subnet ids.
-fn seeded_vpc(seed: &Value, account: &str, region: &str) -> (String, Vec<String>) {
-    let v = seed["vpcs"]
-        .as_array()
-        .and_then(|vs| {
-            vs.iter()
-                .find(|v| v["account"] == account && v["region"] == region)
-        })
-        .unwrap_or_else(|| panic!("the emulator seeds a VPC in {account}/{region}"));
-    let subnets = v["subnets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["id"].as_str().map(str::to_string))
-        .collect();
-    (
-        v["vpc_id"].as_str().unwrap_or_default().to_string(),
-        subnets,
-    )
-}
-
 /// A grant admitting `ns` to the seeded role of `account` and its VPC.
 async fn account_grant(client: &Client, seed: &Value, ns: &str, account: &str, vpc_id: &str) {
     let role = seed["roles"]
@@ -1902,34 +1901,13 @@ impl Bench {
             )
         }))
         .await;
-        let ok_c = tracker_c
-            .wait(self.timeout, |s| {
-                names_c.iter().all(|x| s.ready_at.contains_key(x))
-            })
-            .await;
-        let took_c = {
-            let seen = tracker_c.seen.lock().unwrap();
-            names_c
-                .iter()
-                .filter_map(|x| seen.ready_at.get(x))
-                .max()
-                .map(|t| *t - t1)
-        };
+        let took_c = tracker_c.all_ready(self.timeout, &names_c, t1).await;
         let b_when_c_ready = creates_in(&self.emulator.view("calls/by-scope").await, b);
-        let ok_b = tracker_b
-            .wait(self.timeout, |s| {
-                names_b.iter().all(|x| s.ready_at.contains_key(x))
-            })
-            .await;
-        let took_b = {
-            let seen = tracker_b.seen.lock().unwrap();
-            names_b
-                .iter()
-                .filter_map(|x| seen.ready_at.get(x))
-                .max()
-                .map(|t| *t - t0)
-        };
-        assert!(ok_b && ok_c, "every object of both accounts became Ready");
+        let took_b = tracker_b.all_ready(self.timeout, &names_b, t0).await;
+        assert!(
+            took_b.is_some() && took_c.is_some(),
+            "every object of both accounts became Ready"
+        );
         let by_scope = self.emulator.view("calls/by-scope").await;
         let (creates_b, creates_c) = (creates_in(&by_scope, b), creates_in(&by_scope, c));
         let m = op.metrics().await;

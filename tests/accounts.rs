@@ -9,7 +9,9 @@
 //! role whose trust fails (wrong external id): each its own reason and Event, nothing created,
 //! nothing assumed for the first two, the other objects unaffected; sessions that expire while
 //! the operator runs are refreshed (by the SDK's identity cache, before they expire) with no
-//! error visible to the user.
+//! error visible to the user; throttling in one account does not hold up another's objects; an
+//! object dropped without its finalizer leaves an orphan in account B's second region, which
+//! the orphan sweep finds there (it looks in every granted account and region) and removes.
 
 mod common;
 
@@ -26,23 +28,6 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// The emulator's cap on a session's lifetime: the SDK's identity cache refreshes a session
 /// 10 to 15 s before it expires, so about every 10 s here.
 const SESSION_SECONDS: &str = "25";
-
-/// The seeded VPC of (account, region): its id and subnet ids.
-fn vpc(seed: &Value, account: &str, region: &str) -> (String, Vec<String>) {
-    let v = seed["vpcs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["account"] == account && v["region"] == region)
-        .unwrap_or_else(|| panic!("seeded VPC in {account}/{region}"));
-    let subnets = v["subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    (v["vpc_id"].as_str().unwrap().to_string(), subnets)
-}
 
 fn role(seed: &Value, account: &str) -> (String, Option<String>) {
     let r = seed["roles"]
@@ -164,9 +149,9 @@ async fn two_accounts_and_two_regions_from_one_operator() {
     let home_region = rig.region.clone();
     let second = seed["second_region"].as_str().unwrap().to_string();
     let (b, c) = ("111111111111", "222222222222");
-    let (b_east, b_east_subnets) = vpc(&seed, b, &home_region);
-    let (b_west, b_west_subnets) = vpc(&seed, b, &second);
-    let (c_east, c_east_subnets) = vpc(&seed, c, &home_region);
+    let (b_east, b_east_subnets) = seeded_vpc(&seed, b, &home_region);
+    let (b_west, b_west_subnets) = seeded_vpc(&seed, b, &second);
+    let (c_east, c_east_subnets) = seeded_vpc(&seed, c, &home_region);
     let (b_role, b_external) = role(&seed, b);
     let (c_role, c_external) = role(&seed, c);
     assert!(b_external.is_some() && c_external.is_none());

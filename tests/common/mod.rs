@@ -407,6 +407,28 @@ impl Drop for Rig {
     }
 }
 
+/// The VPC the private emulator seeds in (account, region) (its `/_harness/seed` view): its id
+/// and subnet ids.
+pub fn seeded_vpc(seed: &Value, account: &str, region: &str) -> (String, Vec<String>) {
+    let v = seed["vpcs"]
+        .as_array()
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v["account"] == account && v["region"] == region)
+        })
+        .unwrap_or_else(|| panic!("the emulator seeds a VPC in {account}/{region}"));
+    let subnets = v["subnets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    (
+        v["vpc_id"].as_str().unwrap_or_default().to_string(),
+        subnets,
+    )
+}
+
 pub fn tag_filter(uid: &str) -> Filter {
     Filter::builder()
         .name(format!("tag:{OWNER_TAG}"))
