@@ -304,6 +304,9 @@ class DataPlane:
         self._owned_addresses: set[str] = set()
         self._sync_lock = threading.Lock()
         self._synced_changes: int | None = None  # the harness's `changes` at the last snapshot
+        # The latest snapshot: (harness `changes` read before it, when it began, the snapshot).
+        self._snap: tuple[int | None, float, Snapshot] | None = None
+        self._snap_lock = threading.Lock()
         self._synced_netns: tuple[int, int] | None = None
         self.acceptor = _Acceptor()
 
@@ -395,6 +398,27 @@ class DataPlane:
                 snap.endpoints.append(self._view(be, ep))
             return snap
 
+    def current(self) -> Snapshot:
+        """The EC2 state as it is now, shared: a snapshot begun after this call was made (by a
+        concurrent caller), or the latest one if nothing changed since, else a new one. A walk of
+        every endpoint under the harness lock is O(endpoints): with a thousand endpoints a snapshot
+        per DNS query starved the EC2 API (every reconcile's path check resolves names)."""
+        asked = time.monotonic()
+        with self._snap_lock:
+            cached = self._snap
+            if cached is not None and cached[1] >= asked:
+                return cached[2]
+            h = self.h
+            with h.lock:
+                h.tick()
+                changes = getattr(h, "changes", None)
+            if cached is not None and changes is not None and cached[0] == changes:
+                return cached[2]
+            started = time.monotonic()
+            snap = self.snapshot()
+            self._snap = (changes, started, snap)
+            return snap
+
     def _view(self, be: Any, ep: Any) -> EndpointView:
         addresses: dict[str, str] = {}
         for eni_id in ep.network_interface_ids:
@@ -443,7 +467,7 @@ class DataPlane:
             changes = getattr(h, "changes", None)
         if changes is not None and changes == self._synced_changes and self._synced_netns == self._netns_id:
             return
-        snap = self.snapshot()
+        snap = self.current()
         self._synced_changes, self._synced_netns = changes, self._netns_id
         self._sync_dns(snap.resolver)
         wanted = snap.by_address()
@@ -502,7 +526,7 @@ class DataPlane:
             if name in self.overrides:
                 o = self.overrides[name]
                 return None if o is None else list(o)
-        snap = self.snapshot()
+        snap = self.current()
         region = self.h.region
         private_names = {t.format(region=region): s for s, t in self.services.items()}
         if name in private_names:
@@ -525,7 +549,7 @@ class DataPlane:
     def admits(self, address: str, source: str) -> bool:
         if address == self.public_address:
             return True
-        ep = self.snapshot().by_address().get(address)
+        ep = self.current().by_address().get(address)
         if ep is None or ep.state != "available":
             return False
         src = ipaddress.ip_address(source)
@@ -549,7 +573,7 @@ class DataPlane:
         if address == self.public_address:
             rec["endpoint"], rec["path_kind"] = "public", "public"
         else:
-            snap = self.snapshot()
+            snap = self.current()
             ep = snap.by_address().get(address)
             rec["endpoint"] = ep.id if ep else None
             rec["path_kind"] = "private"
@@ -605,7 +629,7 @@ class DataPlane:
     # -------------------------------------------------------- control API
     def route(self, method: str, route: str, body: dict[str, Any]) -> tuple[int, Any] | None:
         if route == "dataplane" and method == "GET":
-            snap = self.snapshot()
+            snap = self.current()
             return 200, {
                 "netns": self.netns_path, "attached": self.netns is not None, "vpc_id": snap.vpc_id, "resolver": snap.resolver,
                 "public_address": self.public_address, "ca_file": self.tls["ca"],
