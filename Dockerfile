@@ -31,6 +31,8 @@ LABEL org.opencontainers.image.title="bedrock-privatelink-operator" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=builder /out/bedrock-privatelink-operator /bedrock-privatelink-operator
 # distroless "nonroot": uid/gid 65532, matching the chart's runAsUser/runAsGroup.
+# glibc malloc: two arenas, not one per busy thread (the chart sets it too; BENCHMARKS.md).
+ENV MALLOC_ARENA_MAX=2
 USER 65532:65532
 # /healthz, /readyz, /metrics
 EXPOSE 8080

@@ -123,6 +123,11 @@ impl Release {
                 && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"),
             "POD_NAMESPACE from the downward API: {env:?}"
         );
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "MALLOC_ARENA_MAX" && e["value"] == "2"),
+            "glibc limited to two malloc arenas: {env:?}"
+        );
         serde_json::from_value(c["args"].clone()).expect("args")
     }
 
