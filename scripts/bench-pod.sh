@@ -26,7 +26,12 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 cleanup() {
   log "deleting the $N objects, then the release"
-  kubectl -n "$NS" delete bpl --all --wait=true --timeout=600s >/dev/null 2>&1 || true
+  # Not `--wait=true`: it was seen to wait on after the last object was gone.
+  kubectl -n "$NS" delete bpl --all --wait=false >/dev/null 2>&1 || true
+  for ((s = 0; s < 600; s++)); do
+    [[ -z "$(kubectl -n "$NS" get bpl -o name 2>/dev/null)" ]] && break
+    sleep 1
+  done
   helm uninstall "$RELEASE" -n "$OP_NS" --wait >/dev/null 2>&1 || true
   kubectl delete namespace "$NS" "$OP_NS" --wait=false >/dev/null 2>&1 || true
   kubectl delete bplgrant "bpl-bench-$RUN" --ignore-not-found >/dev/null 2>&1 || true
