@@ -735,6 +735,12 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// Waits until every one of `names` was deleted; whether they all were.
+    async fn all_gone(&self, timeout: Duration, names: &[String]) -> bool {
+        self.wait(timeout, |s| names.iter().all(|n| s.gone_at.contains_key(n)))
+            .await
+    }
+
     /// Waits until every one of `names` was Ready; how long after `since` the last one was.
     async fn all_ready(
         &self,
@@ -1360,11 +1366,7 @@ impl Bench {
         api.delete_collection(&DeleteParams::default(), &ListParams::default())
             .await
             .expect("delete collection");
-        let ok = tracker
-            .wait(self.timeout, |s| {
-                names.iter().all(|n| s.gone_at.contains_key(n))
-            })
-            .await;
+        let ok = tracker.all_gone(self.timeout, &names).await;
         assert!(ok, "not every object was deleted");
         let objects_gone = t0.elapsed();
         let s1 = self.snap(&op).await;
@@ -1726,11 +1728,7 @@ impl Bench {
         api.delete_collection(&DeleteParams::default(), &ListParams::default())
             .await
             .expect("delete collection");
-        let ok = tracker
-            .wait(self.timeout, |s| {
-                names.iter().all(|n| s.gone_at.contains_key(n))
-            })
-            .await;
+        let ok = tracker.all_gone(self.timeout, names).await;
         let t = Instant::now();
         let mut left = tagged_left(&self.ec2, &self.vpc_id).await;
         while left != (0, 0) && t.elapsed() < self.timeout {
@@ -1953,11 +1951,7 @@ impl Bench {
             api.delete_collection(&DeleteParams::default(), &ListParams::default())
                 .await
                 .expect("delete collection");
-            let gone = tracker
-                .wait(self.timeout, |s| {
-                    names.iter().all(|x| s.gone_at.contains_key(x))
-                })
-                .await;
+            let gone = tracker.all_gone(self.timeout, names).await;
             assert!(gone, "every object deleted");
         }
         let left = self

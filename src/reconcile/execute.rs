@@ -138,11 +138,7 @@ async fn adopt(
 ) -> Result<(Vec<EndpointFacts>, Option<GroupFacts>), Failure> {
     let mut endpoints = Vec::new();
     for e in &obs.adopt.endpoints {
-        let Some(d) = desired
-            .endpoints
-            .iter()
-            .find(|d| d.service_name == e.service_name)
-        else {
+        let Some(d) = desired.endpoint_for(&e.service_name) else {
             continue;
         };
         let how = ("EndpointAdopted", "; reconciling it to the spec in place");
@@ -420,11 +416,7 @@ async fn tag_endpoints(
         .filter(|e| !e.is_deleted_or_deleting() && !plan::is_dead(e));
     let mut changed = false;
     for e in live {
-        let Some(d) = desired
-            .endpoints
-            .iter()
-            .find(|d| d.service_name == e.service_name)
-        else {
+        let Some(d) = desired.endpoint_for(&e.service_name) else {
             continue;
         };
         changed |= apply_tags(ctx, obj, &e.id, &d.tags, &e.tags).await?;

@@ -109,6 +109,15 @@ pub struct Desired {
     pub endpoints: Vec<DesiredEndpoint>,
 }
 
+impl Desired {
+    /// The desired endpoint of a service (by its full service name).
+    pub fn endpoint_for(&self, service_name: &str) -> Option<&DesiredEndpoint> {
+        self.endpoints
+            .iter()
+            .find(|d| d.service_name == service_name)
+    }
+}
+
 pub fn desired(spec: &BedrockPrivateLinkSpec, valid: &Valid, owner: &Owner) -> Desired {
     let existing = spec
         .security_group
