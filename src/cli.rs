@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// subnets changed out of band) by one describe per VPC; 0: only at the resync.
     #[arg(long, env = "BPL_DRIFT_SWEEP_SECONDS", default_value_t = 20)]
     pub drift_sweep_seconds: u64,
+    /// How often freed heap memory is handed back to the kernel (glibc's malloc_trim: after a
+    /// burst of reconciles the allocator would otherwise keep it); 0: never.
+    #[arg(long, env = "BPL_HEAP_TRIM_SECONDS", default_value_t = 5)]
+    pub heap_trim_seconds: u64,
     /// Objects reconciled at once.
     #[arg(long, env = "BPL_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
@@ -166,6 +170,9 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init_logging(&args.log_format, &args.log_level);
+    if args.heap_trim_seconds > 0 {
+        telemetry::heap::spawn_trimmer(Duration::from_secs(args.heap_trim_seconds));
+    }
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     health

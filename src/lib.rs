@@ -1,6 +1,6 @@
 //! Bedrock PrivateLink operator: one `BedrockPrivateLink` becomes interface VPC endpoints for
 //! Amazon Bedrock, their security group and policy, and a ConfigMap for workloads.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod aws;
