@@ -228,6 +228,7 @@ pub async fn run(
                 tokio::time::sleep(every).await;
                 ctx.memory.prune();
                 ctx.shared.prune().await;
+                ctx.tenancy.prune();
             }
         }
     });

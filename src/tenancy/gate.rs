@@ -20,6 +20,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use super::ledger::{Earlier, Ledgers};
 use super::{Ask, Grant, Home};
 use crate::api::{BedrockPrivateLink, BedrockPrivateLinkGrant, DeletionPolicy};
 use crate::aws::Target;
@@ -36,6 +37,8 @@ pub struct Index {
     /// The grant watch has listed every grant once: before that, "no grant" means "unknown".
     grants_listed: Arc<AtomicBool>,
     objects: OnceLock<Vec<Store<Guarded<BedrockPrivateLink>>>>,
+    /// Each namespace's objects in creation order, between reconciles.
+    ledgers: Ledgers,
 }
 
 impl Index {
@@ -70,6 +73,18 @@ impl Index {
         let _ = self.objects.set(stores);
     }
 
+    /// The live objects of `obj`'s namespace created before it.
+    fn earlier(&self, obj: &BedrockPrivateLink, home: &Home) -> Earlier {
+        let stores = self.objects.get().map(Vec::as_slice).unwrap_or_default();
+        self.ledgers.earlier(stores, obj, home)
+    }
+
+    /// Forgets what it keeps of namespaces that have no object left.
+    pub fn prune(&self) {
+        let stores = self.objects.get().map(Vec::as_slice).unwrap_or_default();
+        self.ledgers.prune(stores);
+    }
+
     /// Whether every grant has been listed (for readiness).
     pub fn listed(&self) -> bool {
         self.grants.get().is_none() || self.grants_listed.load(Ordering::Relaxed)
@@ -101,33 +116,6 @@ fn grants(store: &Store<Guarded<BedrockPrivateLinkGrant>>) -> Vec<Grant> {
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found.into_iter().map(|(_, g)| g).collect()
-}
-
-/// The asks of the namespace's objects created before `obj`, oldest first (objects being
-/// deleted do not count: their endpoints are on their way out).
-fn earlier_asks(index: &Index, obj: &BedrockPrivateLink, home: &Home) -> Vec<Ask> {
-    let key = |o: &BedrockPrivateLink| {
-        (
-            o.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            o.name_any(),
-        )
-    };
-    let mine = key(obj);
-    let mut older: Vec<(_, Ask)> = Vec::new();
-    for store in index.objects.get().into_iter().flatten() {
-        for guard in store.state() {
-            let Ok(o) = &guard.0 else { continue };
-            if o.metadata.namespace == obj.metadata.namespace
-                && o.metadata.uid != obj.metadata.uid
-                && o.metadata.deletion_timestamp.is_none()
-                && key(o) < mine
-            {
-                older.push((key(o), Ask::of(&o.spec, home)));
-            }
-        }
-    }
-    older.sort_by(|a, b| a.0.cmp(&b.0));
-    older.into_iter().map(|(_, a)| a).collect()
 }
 
 /// The operator's own account and region.
@@ -190,16 +178,15 @@ pub async fn check(
         labels,
     };
     let ask = Ask::of(&obj.spec, &home);
-    let earlier = earlier_asks(index, obj, &home);
+    let earlier = index.earlier(obj, &home);
     let grants = grants(grant_store);
+    let rules = super::applicable(&grants, &namespace);
     // Which VPCs are the cluster's matters only for a VPC named in a spec in the operator's own
     // account and region (where the cluster's VPC is), under a rule that allows the cluster's
     // VPC but not every VPC: objects in other accounts never cost a look at the cluster's nodes.
-    let names_home_vpc = |a: &Ask| a.vpc.is_some() && a.account.is_none() && a.home_region;
-    let names_vpc = names_home_vpc(&ask) || earlier.iter().any(names_home_vpc);
-    let rules_ask = super::applicable(&grants, &namespace)
-        .iter()
-        .any(|r| r.vpcs.cluster_vpc && !r.vpcs.any);
+    let names_vpc =
+        (ask.vpc.is_some() && ask.account.is_none() && ask.home_region) || earlier.names_home_vpc();
+    let rules_ask = rules.iter().any(|r| r.vpcs.cluster_vpc && !r.vpcs.any);
     let cluster_vpcs: BTreeSet<String> = if !(names_vpc && rules_ask) {
         BTreeSet::new()
     } else if let Some(v) = &ctx.config.default_vpc_id {
@@ -207,7 +194,8 @@ pub async fn check(
     } else {
         ctx.cluster_network().await?.vpc_ids
     };
-    match super::admit(&ask, &earlier, &namespace, &grants, &cluster_vpcs) {
+    let used = earlier.used(&rules, &cluster_vpcs);
+    match super::judge(&ask, used, &namespace, &rules, &cluster_vpcs) {
         Ok(admitted) => {
             tracing::debug!(object = %obj.name_any(), namespace = %namespace.name, by = %admitted.by, endpoints = admitted.namespace_endpoints, "admitted");
             Ok(Ok(Target {

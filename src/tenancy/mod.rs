@@ -31,6 +31,7 @@ use crate::api::grant::{AccountAccess, DEFAULT_MAX_ENDPOINTS_PER_NAMESPACE, VpcR
 use crate::api::{BedrockPrivateLinkGrant, BedrockPrivateLinkSpec, PolicyPreset};
 
 pub mod gate;
+mod ledger;
 
 pub const VPC_NOT_ALLOWED: &str = "VpcNotAllowed";
 pub const PRIVATE_DNS_NOT_ALLOWED: &str = "PrivateDnsNotAllowed";
@@ -414,8 +415,20 @@ pub fn admit(
     cluster_vpcs: &BTreeSet<String>,
 ) -> Result<Admitted, Refusal> {
     let rules = applicable(grants, ns);
-    // The older objects' endpoints, in order: each one counts if some rule admits it then.
+    let used = tally(earlier, &rules, cluster_vpcs)
+        .last()
+        .copied()
+        .unwrap_or(0);
+    judge(ask, used, ns, &rules, cluster_vpcs)
+}
+
+/// The endpoints the namespace's older objects hold, in creation order: each counts if some
+/// rule admits it then. `out[i]`: what the first `i` of them hold (`out.len() == earlier.len()
+/// + 1`), so one pass serves every object of a namespace.
+pub fn tally(earlier: &[Ask], rules: &[Rules], cluster_vpcs: &BTreeSet<String>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(earlier.len() + 1);
     let mut used: u32 = 0;
+    out.push(used);
     for e in earlier {
         let fits = rules.iter().any(|r| {
             allows_shape(r, e, cluster_vpcs).is_ok()
@@ -424,9 +437,22 @@ pub fn admit(
         if fits {
             used = used.saturating_add(e.endpoints);
         }
+        out.push(used);
     }
+    out
+}
+
+/// Judges `ask` under `rules` (from [`applicable`]), with `used` endpoints already held by
+/// the namespace's older objects (from [`tally`]).
+pub fn judge(
+    ask: &Ask,
+    used: u32,
+    ns: &Namespace,
+    rules: &[Rules],
+    cluster_vpcs: &BTreeSet<String>,
+) -> Result<Admitted, Refusal> {
     let mut objections = Vec::new();
-    for r in &rules {
+    for r in rules {
         match allows_shape(r, ask, cluster_vpcs) {
             Err(o) => objections.push(o),
             Ok(()) if used.saturating_add(ask.endpoints) <= r.max_endpoints => {
@@ -446,7 +472,7 @@ pub fn admit(
             }),
         }
     }
-    Err(refusal(ask, used, ns, &rules, objections))
+    Err(refusal(ask, used, ns, rules, objections))
 }
 
 fn refusal(
