@@ -151,6 +151,8 @@ struct Sources {
     grants: futures::channel::mpsc::Receiver<DeserializeGuard<BedrockPrivateLinkGrant>>,
     /// Objects whose endpoints the VPC poller saw change (poll.rs).
     polls: futures::channel::mpsc::UnboundedReceiver<Trigger>,
+    /// Counts every change to the store (the tenancy gate rereads a namespace only then).
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One controller over `api`'s objects, queued also by our ConfigMaps, by Namespaces that
@@ -172,6 +174,13 @@ fn controller(api: Api<Guarded>, sources: Sources, concurrency: u16) -> Controll
             o.annotations_mut().remove(LAST_APPLIED);
         }),
     )
+    // After the reflector: the store already holds what the event brought.
+    .inspect({
+        let changes = sources.changes.clone();
+        move |_| {
+            changes.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    })
     .applied_objects();
     let controller = Controller::for_stream(objects, reader)
         .owns_stream(sources.config_maps.map(Ok))
@@ -249,6 +258,7 @@ pub async fn run(
             namespaces: ns_triggers.pop().expect("one channel per controller"),
             grants: grant_triggers.pop().expect("one channel per controller"),
             polls: ctx.poller.subscribe(namespace),
+            changes: ctx.tenancy.object_changes(),
         };
         let c = controller(api, sources, concurrency).graceful_shutdown_on(shutdown.clone());
         stores.push(c.store());

@@ -9,7 +9,7 @@
 //! (then cleanup removes them, or keeps them with deletionPolicy Retain).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
@@ -39,6 +39,8 @@ pub struct Index {
     objects: OnceLock<Vec<Store<Guarded<BedrockPrivateLink>>>>,
     /// Each namespace's objects in creation order, between reconciles.
     ledgers: Ledgers,
+    /// Bumped by the controllers on every change to `objects`.
+    object_changes: Arc<AtomicU64>,
 }
 
 impl Index {
@@ -73,10 +75,16 @@ impl Index {
         let _ = self.objects.set(stores);
     }
 
+    /// The counter the controllers bump on every change to their stores (after the change).
+    pub fn object_changes(&self) -> Arc<AtomicU64> {
+        self.object_changes.clone()
+    }
+
     /// The live objects of `obj`'s namespace created before it.
     fn earlier(&self, obj: &BedrockPrivateLink, home: &Home) -> Earlier {
         let stores = self.objects.get().map(Vec::as_slice).unwrap_or_default();
-        self.ledgers.earlier(stores, obj, home)
+        let changes = self.object_changes.load(Ordering::Acquire);
+        self.ledgers.earlier(stores, changes, obj, home)
     }
 
     /// Forgets what it keeps of namespaces that have no object left.

@@ -6,12 +6,14 @@
 //! ledger is built once and reused while a fingerprint of its live objects (their number and
 //! the sum of a hash of uid and generation: a spec change bumps the generation, a deletion
 //! takes the object out) is unchanged; the fingerprint reads the stores in place, without
-//! copying them. What the older objects hold under a set of rules is tallied once per ledger
+//! copying them, and only after the stores changed (the controllers count their watch events:
+//! a steady resync reads no store at all). What the older objects hold under a set of rules is tallied once per ledger
 //! for every position ([`super::tally`]), so a resync judges each object in constant time.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
@@ -75,6 +77,8 @@ struct Ledger {
     /// `names_home_vpc[i]`: one of the first `i` names a VPC in the operator's own account
     /// and region (then which VPCs are the cluster's matters).
     names_home_vpc: Vec<bool>,
+    /// The stores' change count when the fingerprint last matched them (0: never).
+    verified: AtomicU64,
     /// The last few tallies, by the rules and cluster VPCs they were made under.
     tallies: Mutex<Vec<Arc<Tally>>>,
 }
@@ -127,6 +131,7 @@ impl Ledger {
             keys,
             asks,
             names_home_vpc,
+            verified: AtomicU64::new(0),
             tallies: Mutex::new(Vec::new()),
         }
     }
@@ -183,27 +188,36 @@ pub struct Ledgers {
 }
 
 impl Ledgers {
-    /// The live objects of `obj`'s namespace created before it.
+    /// The live objects of `obj`'s namespace created before it. `changes`: how many changes
+    /// the stores had seen (read before this call; 0: unknown, always reread the stores).
     pub fn earlier(
         &self,
         stores: &[Store<Guarded>],
+        changes: u64,
         obj: &BedrockPrivateLink,
         home: &Home,
     ) -> Earlier {
         let namespace = &obj.metadata.namespace;
-        let now = fingerprint(stores, namespace);
         let cached = {
             let by_namespace = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
-            by_namespace
-                .get(namespace)
-                .filter(|l| l.fingerprint == now)
-                .cloned()
+            by_namespace.get(namespace).cloned()
         };
-        let ledger = match cached {
+        let current = cached.filter(|l| {
+            if changes != 0 && l.verified.load(Ordering::Acquire) == changes {
+                return true;
+            }
+            let fits = l.fingerprint == fingerprint(stores, namespace);
+            if fits {
+                l.verified.fetch_max(changes, Ordering::AcqRel);
+            }
+            fits
+        });
+        let ledger = match current {
             Some(l) => l,
             None => {
                 // Built outside the lock: another namespace's reconciles do not wait for it.
                 let built = Arc::new(Ledger::build(stores, namespace, home));
+                built.verified.store(changes, Ordering::Release);
                 let mut by_namespace = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
                 if built.fingerprint.count == 0 {
                     by_namespace.remove(namespace);
@@ -270,10 +284,13 @@ mod tests {
         for o in [&c, &a, &other, &b] {
             apply(&mut w, o);
         }
-        assert_eq!(endpoints(&ledgers.earlier(&stores, &c, &home)), vec![1, 2]);
-        assert_eq!(endpoints(&ledgers.earlier(&stores, &b, &home)), vec![1]);
         assert_eq!(
-            endpoints(&ledgers.earlier(&stores, &a, &home)),
+            endpoints(&ledgers.earlier(&stores, 0, &c, &home)),
+            vec![1, 2]
+        );
+        assert_eq!(endpoints(&ledgers.earlier(&stores, 0, &b, &home)), vec![1]);
+        assert_eq!(
+            endpoints(&ledgers.earlier(&stores, 0, &a, &home)),
             Vec::<u32>::new()
         );
         // The tally: the built-in rules allow 5 endpoints; c (3) does not fit after a and b.
@@ -282,7 +299,7 @@ mod tests {
         let after_c = object("d", "team", 30, 1);
         assert_eq!(
             ledgers
-                .earlier(&stores, &after_c, &home)
+                .earlier(&stores, 0, &after_c, &home)
                 .used(&rules, &none),
             3
         );
@@ -291,10 +308,13 @@ mod tests {
         let mut b2 = object("b", "team", 20, 1);
         b2.metadata.generation = Some(2);
         apply(&mut w, &b2);
-        assert_eq!(endpoints(&ledgers.earlier(&stores, &c, &home)), vec![1, 1]);
+        assert_eq!(
+            endpoints(&ledgers.earlier(&stores, 0, &c, &home)),
+            vec![1, 1]
+        );
         assert_eq!(
             ledgers
-                .earlier(&stores, &after_c, &home)
+                .earlier(&stores, 0, &after_c, &home)
                 .used(&rules, &none),
             5
         );
@@ -303,17 +323,32 @@ mod tests {
         let mut a2 = a.clone();
         a2.metadata.deletion_timestamp = b2.metadata.creation_timestamp.clone();
         apply(&mut w, &a2);
-        assert_eq!(endpoints(&ledgers.earlier(&stores, &c, &home)), vec![1]);
+        assert_eq!(endpoints(&ledgers.earlier(&stores, 0, &c, &home)), vec![1]);
         w.apply_watcher_event(&watcher::Event::Delete(DeserializeGuard(Ok(b2.clone()))));
         assert_eq!(
-            endpoints(&ledgers.earlier(&stores, &c, &home)),
+            endpoints(&ledgers.earlier(&stores, 0, &c, &home)),
             Vec::<u32>::new()
         );
+
+        // With a change count, the stores are reread only when it moves.
+        assert_eq!(
+            endpoints(&ledgers.earlier(&stores, 7, &c, &home)),
+            Vec::<u32>::new()
+        );
+        apply(&mut w, &object("b0", "team", 5, 2));
+        assert_eq!(
+            endpoints(&ledgers.earlier(&stores, 7, &c, &home)),
+            Vec::<u32>::new()
+        );
+        assert_eq!(endpoints(&ledgers.earlier(&stores, 8, &c, &home)), vec![2]);
+        w.apply_watcher_event(&watcher::Event::Delete(DeserializeGuard(Ok(object(
+            "b0", "team", 5, 2,
+        )))));
 
         // The last object of a namespace gone: its ledger is dropped.
         w.apply_watcher_event(&watcher::Event::Delete(DeserializeGuard(Ok(c.clone()))));
         w.apply_watcher_event(&watcher::Event::Delete(DeserializeGuard(Ok(a2))));
-        ledgers.earlier(&stores, &other, &home);
+        ledgers.earlier(&stores, 0, &other, &home);
         ledgers.prune(&stores);
         let kept: Vec<Option<String>> = ledgers
             .by_namespace
