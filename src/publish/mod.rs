@@ -10,7 +10,9 @@ use crate::api::{BedrockPrivateLink, EndpointStatus};
 use crate::catalog::BedrockService;
 use crate::names;
 
+mod index;
 mod write;
+pub use index::ConfigMaps;
 pub use write::{Publication, delete_config_map, delete_config_map_in, publish_config};
 
 pub const MANAGED_BY: &str = "bedrock-privatelink-operator";

@@ -175,12 +175,7 @@ async fn published_copies(
 ) -> Result<Vec<(String, String)>, Error> {
     let uid = obj.uid().unwrap_or_default();
     let found: Vec<(String, String)> = match &ctx.config_maps {
-        Some(store) => store
-            .state()
-            .iter()
-            .filter(|cm| cm.labels().get(super::OWNER_UID_LABEL) == Some(&uid))
-            .map(|cm| (cm.namespace().unwrap_or_default(), cm.name_any()))
-            .collect(),
+        Some(maps) => maps.owned_by(&uid),
         None => {
             let api: Api<ConfigMap> = Api::all(ctx.client.clone());
             let list = api

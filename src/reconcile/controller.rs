@@ -56,9 +56,10 @@ pub(crate) fn fan_out<K: Clone + Send + 'static>(
 fn watch_config_maps(
     client: &Client,
     controllers: usize,
-) -> (Store<ConfigMap>, Triggers<ConfigMap>) {
+) -> (publish::ConfigMaps, Triggers<ConfigMap>) {
     let selector = format!("app.kubernetes.io/managed-by={}", publish::MANAGED_BY);
     let (store, writer) = reflector::store();
+    let maps = publish::ConfigMaps::new(store);
     let triggers = fan_out(
         reflector::reflector(
             writer,
@@ -75,10 +76,15 @@ fn watch_config_maps(
                 cm.managed_fields_mut().clear();
             }),
         )
+        // After the reflector: the store already holds what the event brought.
+        .inspect({
+            let maps = maps.clone();
+            move |_| maps.changed()
+        })
         .touched_objects(),
         controllers,
     );
-    (store, triggers)
+    (maps, triggers)
 }
 
 type NamespaceMeta = PartialObjectMeta<Namespace>;
@@ -283,7 +289,7 @@ pub async fn run(
         for s in &stores {
             synced(s).await;
         }
-        synced(&cm_store).await;
+        synced(cm_store.store()).await;
         synced(&ns_store).await;
         synced(&node_store).await;
         while !ready_ctx.tenancy.listed() {

@@ -292,14 +292,43 @@ impl Memory {
     }
 }
 
+/// A VPC's resources as one describe returned them, indexed by the owner uid their tags name:
+/// a steady-state resync of N objects finds each object's own without scanning all N.
+#[derive(Debug)]
+pub struct ByOwner<T> {
+    pub all: Vec<T>,
+    by_owner: HashMap<String, Vec<usize>>,
+}
+
+impl<T> ByOwner<T> {
+    pub fn new(all: Vec<T>, tags: impl Fn(&T) -> &BTreeMap<String, String>) -> Self {
+        let mut by_owner: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in all.iter().enumerate() {
+            if let Some(uid) = tags(r).get(crate::aws::TAG_OWNER_UID) {
+                by_owner.entry(uid.clone()).or_default().push(i);
+            }
+        }
+        Self { all, by_owner }
+    }
+
+    /// The resources whose owner tag names `uid` (the cluster tag is the caller's to check).
+    pub fn tagged_for<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a T> + 'a {
+        self.by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.all[i])
+    }
+}
+
 /// Answers shared by every object of a VPC or the region.
 pub struct Shared {
     pub vpcs: TtlCache<(String, bool), Option<VpcFacts>>,
     pub subnets: TtlCache<String, Vec<SubnetFacts>>,
     /// Every endpoint in a VPC, ours and others'.
-    pub endpoints: TtlCache<String, Arc<Vec<EndpointFacts>>>,
+    pub endpoints: TtlCache<String, Arc<ByOwner<EndpointFacts>>>,
     /// Every group we own in a VPC.
-    pub groups: TtlCache<String, Arc<Vec<GroupFacts>>>,
+    pub groups: TtlCache<String, Arc<ByOwner<GroupFacts>>>,
     /// The region's Bedrock endpoint services and their zones.
     pub services: TtlCache<String, BTreeMap<String, ServiceFacts>>,
 }
@@ -326,6 +355,28 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn by_owner_finds_each_owners_resources_and_only_theirs() {
+        let tagged = |owner: Option<&str>| -> BTreeMap<String, String> {
+            owner
+                .map(|u| (crate::aws::TAG_OWNER_UID.to_string(), u.to_string()))
+                .into_iter()
+                .collect()
+        };
+        let all = vec![
+            ("a", tagged(Some("u1"))),
+            ("b", tagged(None)),
+            ("c", tagged(Some("u2"))),
+            ("d", tagged(Some("u1"))),
+        ];
+        let index = ByOwner::new(all, |(_, t)| t);
+        let of = |uid: &str| index.tagged_for(uid).map(|(n, _)| *n).collect::<Vec<_>>();
+        assert_eq!(of("u1"), ["a", "d"]);
+        assert_eq!(of("u2"), ["c"]);
+        assert!(of("u3").is_empty());
+        assert_eq!(index.all.len(), 4, "the untagged stay in `all`");
+    }
 
     #[test]
     fn the_rule() {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -176,7 +176,7 @@ pub struct Context {
     pub recorder: Option<events::Recorder>,
     pub metrics: Arc<Metrics>,
     pub config: Config,
-    pub config_maps: Option<Store<ConfigMap>>,
+    pub config_maps: Option<crate::publish::ConfigMaps>,
     /// Every Namespace's metadata (set by `run`): where copies may go.
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     /// Tenancy (issue 16): the grant watch and object stores the tenancy gate reads.

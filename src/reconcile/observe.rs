@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
 
-use super::memory::SeenEndpoints;
+use super::memory::{ByOwner, SeenEndpoints};
 use super::ownership::{self, Holder};
 use super::plan::{self, Owner};
 use super::validate::{self, Invalid, Observed, SubnetSource};
@@ -608,12 +608,26 @@ impl Scoped<'_> {
                         self.ec2
                             .describe_endpoints(vec![filter("vpc-id", [vpc_id])])
                             .await
-                            .map(Arc::new)
+                            .map(|all| Arc::new(ByOwner::new(all, |e| &e.tags)))
                             .map_err(Error::Aws)
                     },
                 )
                 .await?;
-            return Ok((at, Arc::new(split(&all))));
+            if private_dns {
+                return Ok((at, Arc::new(split(&all.all))));
+            }
+            // Only ours matter: found by the index, not by a scan of the VPC's endpoints.
+            let owned = all
+                .tagged_for(uid)
+                .filter(|e| e.vpc_id == vpc_id)
+                .filter(|e| ownership::is_ours(&e.tags, &self.config.cluster_id, uid))
+                .cloned()
+                .collect();
+            let seen = SeenEndpoints {
+                owned,
+                ..Default::default()
+            };
+            return Ok((at, Arc::new(seen)));
         }
         // Without private DNS only ours matter: one narrow filter (the VPC is checked above).
         let filters = if private_dns {
@@ -708,13 +722,13 @@ impl Scoped<'_> {
                                 filter("group-name", [plan::GROUP_NAME_PATTERN]),
                             ])
                             .await
-                            .map(Arc::new)
+                            .map(|all| Arc::new(ByOwner::new(all, |g| &g.tags)))
                             .map_err(Error::Aws)
                     },
                 )
                 .await?;
             return Ok(all
-                .iter()
+                .tagged_for(uid)
                 .filter(|g| owner.owns(&g.tags))
                 .cloned()
                 .collect());

@@ -75,8 +75,10 @@ pub fn holder(tags: &BTreeMap<String, String>, cluster: &str, uid: &str) -> Hold
 }
 
 /// The rule: does this resource belong to object `uid` of `cluster`?
+/// (Allocates nothing: it runs for every endpoint of a VPC's shared answer.)
 pub fn is_ours(tags: &BTreeMap<String, String>, cluster: &str, uid: &str) -> bool {
-    holder(tags, cluster, uid) == Holder::This
+    tags.get(TAG_OWNER_UID).is_some_and(|u| u == uid)
+        && tags.get(TAG_CLUSTER).is_none_or(|c| c == cluster)
 }
 
 /// Made before the cluster tag: ours, and to be tagged with the cluster (the desired tags
@@ -205,6 +207,8 @@ mod tests {
         ];
         for (t, cluster, uid, expected) in table {
             assert_eq!(is_ours(t, cluster, uid), expected, "{t:?} {cluster} {uid}");
+            let this = holder(t, cluster, uid) == Holder::This;
+            assert_eq!(this, expected, "holder agrees: {t:?} {cluster} {uid}");
         }
     }
 

@@ -180,7 +180,10 @@ struct Vpc {
     /// The client of the VPC's account and region, and the VPC's id.
     ec2: Ec2,
     vpc_id: String,
+    /// Change only through `put` and `take`, which keep `waiting_count`.
     objects: HashMap<String, Expected>,
+    /// How many of `objects` wait (kept, not counted per registration: O(1), not O(N)).
+    waiting_count: usize,
     latest: Option<Arc<Snapshot>>,
     /// Digests of the latest poll (to tell whether anything changed).
     seen: HashMap<String, u64>,
@@ -197,6 +200,7 @@ impl Vpc {
             ec2,
             vpc_id: vpc_id.to_string(),
             objects: HashMap::new(),
+            waiting_count: 0,
             latest: None,
             seen: HashMap::new(),
             interval: t.first,
@@ -207,7 +211,21 @@ impl Vpc {
     }
 
     fn waiting(&self) -> bool {
-        self.objects.values().any(|e| e.waiting)
+        self.waiting_count > 0
+    }
+
+    fn put(&mut self, uid: &str, expected: Expected) {
+        let waits = expected.waiting;
+        if let Some(old) = self.objects.insert(uid.to_string(), expected) {
+            self.waiting_count -= usize::from(old.waiting);
+        }
+        self.waiting_count += usize::from(waits);
+    }
+
+    fn take(&mut self, uid: &str) {
+        if let Some(old) = self.objects.remove(uid) {
+            self.waiting_count -= usize::from(old.waiting);
+        }
     }
 }
 
@@ -322,7 +340,7 @@ impl Poller {
             && old != vpc_id
             && let Some(v) = s.vpcs.get_mut(&old)
         {
-            v.objects.remove(uid);
+            v.take(uid);
         }
         let started = s.started;
         let timing = self.timing;
@@ -332,7 +350,7 @@ impl Poller {
             vpc.interval = timing.first;
             vpc.wait_due = Some(Instant::now() + timing.first);
         }
-        vpc.objects.insert(uid.to_string(), expected);
+        vpc.put(uid, expected);
         if !vpc.waiting() {
             vpc.wait_due = None;
         }
@@ -346,7 +364,7 @@ impl Poller {
             return;
         };
         if let Some(v) = s.vpcs.get_mut(&vpc_id) {
-            v.objects.remove(uid);
+            v.take(uid);
             if v.objects.is_empty() {
                 v.latest = None;
                 v.seen.clear();
@@ -613,6 +631,35 @@ mod tests {
             since,
             triggered,
         }
+    }
+
+    #[test]
+    fn the_vpc_waits_while_any_of_its_objects_waits() {
+        let fake = crate::aws::fake::FakeEc2::standard();
+        let poller = Poller::new(timing(60), Arc::default(), "c".into());
+        let waiting = |w: bool| Expected {
+            waiting: w,
+            ..expected(0, Instant::now(), false)
+        };
+        let vpc_waits = |p: &Poller| p.lock().vpcs.get("k").is_some_and(Vpc::waiting);
+        let put = |uid: &str, e: Expected| {
+            poller.insert(uid, "k", e, || {
+                Vpc::new(&poller.timing, fake.handle(), "vpc-1")
+            });
+        };
+        put("a", waiting(true));
+        put("b", waiting(true));
+        put("c", waiting(false));
+        assert!(vpc_waits(&poller));
+        put("a", waiting(false));
+        assert!(vpc_waits(&poller), "b still waits");
+        poller.forget("b");
+        assert!(!vpc_waits(&poller), "nobody waits");
+        put("c", waiting(true));
+        assert!(vpc_waits(&poller));
+        poller.forget("c");
+        poller.forget("a");
+        assert!(!vpc_waits(&poller));
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn context(fake: &FakeEc2) -> Context {
     // Empty stores: publishing and cleanup read them instead of the API.
     let (cms, _) = reflector::store();
     let (nss, _) = reflector::store();
-    ctx.config_maps = Some(cms);
+    ctx.config_maps = Some(crate::publish::ConfigMaps::new(cms));
     ctx.namespaces = Some(nss);
     ctx
 }

@@ -109,6 +109,14 @@ impl Default for Metrics {
         let poll_triggers = Family::<PollLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let objects = Family::<ReadyLabels, Gauge>::default();
+        // Every status is shown, 0 while no object has it.
+        for ready in ["True", "False", "Unknown"] {
+            objects
+                .get_or_create(&ReadyLabels {
+                    ready: ready.to_string(),
+                })
+                .set(0);
+        }
         let objects_by_reason = Family::<ReasonLabels, Gauge>::default();
         let leader = Gauge::default();
         let resident_memory = Gauge::default();
@@ -282,38 +290,40 @@ impl Metrics {
     }
 
     /// Tracks the Ready status and reason of each object; `None` forgets a deleted object.
+    /// Records one object's Ready status and reason (None: the object is gone). The gauges
+    /// change by the difference, under the map's lock: a resync that changes nothing costs one
+    /// lookup, not a recount of every object.
     pub fn set_ready(&self, object: &str, ready: Option<(&str, &str)>) {
         let mut map = self.ready_by_object.lock().expect("metrics lock");
+        let unchanged = map.get(object).map(|(s, r)| (s.as_str(), r.as_str())) == ready;
+        if unchanged {
+            return;
+        }
         let old = match ready {
             Some((status, reason)) => {
                 map.insert(object.to_string(), (status.to_string(), reason.to_string()))
             }
             None => map.remove(object),
         };
-        let mut counts: HashMap<&str, i64> =
-            HashMap::from([("True", 0), ("False", 0), ("Unknown", 0)]);
-        let mut by_reason: HashMap<(&str, &str), i64> = HashMap::new();
-        if let Some((s, r)) = &old {
-            by_reason.insert((s.as_str(), r.as_str()), 0);
-        }
-        for (s, r) in map.values() {
-            *counts.entry(s.as_str()).or_default() += 1;
-            *by_reason.entry((s.as_str(), r.as_str())).or_default() += 1;
-        }
-        for (k, n) in counts {
+        let add = |status: &str, reason: &str, n: i64| {
             self.objects
                 .get_or_create(&ReadyLabels {
-                    ready: k.to_string(),
+                    ready: status.to_string(),
                 })
-                .set(n);
-        }
-        for ((s, r), n) in by_reason {
+                .inc_by(n);
+            // A reason no object has any more stays at 0, so alerts on it resolve.
             self.objects_by_reason
                 .get_or_create(&ReasonLabels {
-                    ready: s.to_string(),
-                    reason: r.to_string(),
+                    ready: status.to_string(),
+                    reason: reason.to_string(),
                 })
-                .set(n);
+                .inc_by(n);
+        };
+        if let Some((s, r)) = &old {
+            add(s, r, -1);
+        }
+        if let Some((s, r)) = ready {
+            add(s, r, 1);
         }
     }
 
@@ -392,6 +402,7 @@ mod tests {
         m.record_ec2_call("CreateVpcEndpoint", "ok");
         m.record_kube_request("patch", "bedrockprivatelinks/status");
         m.set_ready("ns/a", Some(("True", "Ready")));
+        m.set_ready("ns/a", Some(("True", "Ready")));
         m.set_ready("ns/b", Some(("False", "EndpointPending")));
         m.set_ready("ns/b", Some(("False", "EndpointFailed")));
         m.set_ready("ns/c", Some(("False", "EndpointFailed")));
@@ -414,6 +425,11 @@ mod tests {
         );
         assert!(text.contains(r#"bpl_objects{ready="True"} 1"#), "{text}");
         assert!(text.contains(r#"bpl_objects{ready="False"} 1"#), "{text}");
+        assert!(text.contains(r#"bpl_objects{ready="Unknown"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"bpl_objects_by_reason{ready="True",reason="Ready"} 1"#),
+            "the same status twice counts once: {text}"
+        );
         assert!(
             text.contains(r#"bpl_objects_by_reason{ready="False",reason="EndpointFailed"} 1"#),
             "{text}"
