@@ -16,14 +16,16 @@ use kube::runtime::reflector::{ObjectRef, Store};
 /// (namespace, name) of each ConfigMap an object owns.
 type ByOwner = HashMap<String, Vec<(String, String)>>;
 
+/// The index and the change count it was built at (None: never built).
+type Built = Option<(u64, Arc<ByOwner>)>;
+
 /// The ConfigMap store and an owner index over it.
 #[derive(Clone)]
 pub struct ConfigMaps {
     store: Store<ConfigMap>,
     /// Bumped after each watch event is in the store (see `changed`).
     changes: Arc<AtomicU64>,
-    /// The index and the change count it was built at (None: never built).
-    built: Arc<Mutex<Option<(u64, Arc<ByOwner>)>>>,
+    built: Arc<Mutex<Built>>,
 }
 
 impl ConfigMaps {
