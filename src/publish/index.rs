@@ -14,10 +14,10 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 /// (namespace, name) of each ConfigMap an object owns.
-type ByOwner = HashMap<String, Vec<(String, String)>>;
+type Index = HashMap<String, Vec<(String, String)>>;
 
 /// The index and the change count it was built at (None: never built).
-type Built = Option<(u64, Arc<ByOwner>)>;
+type Built = Option<(u64, Arc<Index>)>;
 
 /// The ConfigMap store and an owner index over it.
 #[derive(Clone)]
@@ -55,7 +55,7 @@ impl ConfigMaps {
         self.index().get(uid).cloned().unwrap_or_default()
     }
 
-    fn index(&self) -> Arc<ByOwner> {
+    fn index(&self) -> Arc<Index> {
         // Read before the scan: a change during it bumps the count, and the next call rebuilds.
         let at = self.changes.load(Ordering::Acquire);
         let mut built = self.built.lock().expect("index lock");
@@ -64,7 +64,7 @@ impl ConfigMaps {
         {
             return index.clone();
         }
-        let mut index = ByOwner::new();
+        let mut index = Index::new();
         for cm in self.store.state() {
             if let Some(uid) = cm.labels().get(super::OWNER_UID_LABEL) {
                 index

@@ -572,9 +572,10 @@ impl Scoped<'_> {
         private_dns: bool,
         how: Freshness,
     ) -> Result<(Instant, Arc<SeenEndpoints>), Error> {
-        let split = |all: &[EndpointFacts]| {
+        // `candidates`: every endpoint that may be ours, and with private DNS every other one.
+        let split = |candidates: &mut dyn Iterator<Item = &EndpointFacts>| {
             let mut seen = SeenEndpoints::default();
-            for e in all.iter().filter(|e| e.vpc_id == vpc_id) {
+            for e in candidates.filter(|e| e.vpc_id == vpc_id) {
                 if ownership::is_ours(&e.tags, &self.config.cluster_id, uid) {
                     seen.owned.push(e.clone());
                 } else if private_dns {
@@ -613,19 +614,11 @@ impl Scoped<'_> {
                     },
                 )
                 .await?;
-            if private_dns {
-                return Ok((at, Arc::new(split(&all.all))));
-            }
-            // Only ours matter: found by the index, not by a scan of the VPC's endpoints.
-            let owned = all
-                .tagged_for(uid)
-                .filter(|e| e.vpc_id == vpc_id)
-                .filter(|e| ownership::is_ours(&e.tags, &self.config.cluster_id, uid))
-                .cloned()
-                .collect();
-            let seen = SeenEndpoints {
-                owned,
-                ..Default::default()
+            // Without private DNS only ours matter: found by the index, not by a scan.
+            let seen = if private_dns {
+                split(&mut all.all.iter())
+            } else {
+                split(&mut all.tagged_for(uid))
             };
             return Ok((at, Arc::new(seen)));
         }
@@ -641,7 +634,7 @@ impl Scoped<'_> {
             .describe_endpoints(filters)
             .await
             .map_err(Error::Aws)?;
-        Ok((at, Arc::new(split(&all))))
+        Ok((at, Arc::new(split(&mut all.iter()))))
     }
 
     /// While the VPC's poller watches the object, the newer of what its latest poll and memory

@@ -440,32 +440,66 @@ async fn names_at_the_maximum_lengths_fit_every_limit() {
 
 #[tokio::test]
 async fn a_steady_resync_uses_memory_not_describes() {
-    let fake = FakeEc2::standard();
-    let ctx = context(&fake);
-    let o = plain();
-    converged(&o, &ctx).await;
-    fake.settle();
-    converged(&o, &ctx).await;
-    // As `conclude` would after a Ready reconcile, and the object now shows Ready.
-    let c = converged(&o, &ctx).await;
-    let seen = memory::SeenEndpoints {
-        owned: c.applied.endpoints.clone(),
-        foreign: vec![],
-        ready: true,
-    };
-    ctx.memory.remember_endpoints(
-        &o.uid().unwrap(),
-        o.metadata.generation,
-        std::time::Instant::now(),
-        seen,
-    );
-    let describes = fake.count("DescribeVpcEndpoints");
-    converged(&o, &ctx).await;
-    assert_eq!(fake.count("DescribeVpcEndpoints"), describes, "remembered");
-    // A change in AWS by us makes the memory unusable.
-    ctx.memory.changed(&o.uid().unwrap());
-    converged(&o, &ctx).await;
-    assert_eq!(fake.count("DescribeVpcEndpoints"), describes + 1);
+    // With private DNS the VPC's shared answer is read whole (the other endpoints matter);
+    // without, by its owner index.
+    for private_dns in [true, false] {
+        let fake = FakeEc2::standard();
+        let ctx = context(&fake);
+        let o = object(
+            "demo",
+            "team",
+            serde_json::json!({ "privateDns": private_dns }),
+        );
+        converged(&o, &ctx).await;
+        fake.settle();
+        converged(&o, &ctx).await;
+        // As `conclude` would after a Ready reconcile, and the object now shows Ready.
+        let c = converged(&o, &ctx).await;
+        let seen = memory::SeenEndpoints {
+            owned: c.applied.endpoints.clone(),
+            foreign: vec![],
+            ready: true,
+        };
+        ctx.memory.remember_endpoints(
+            &o.uid().unwrap(),
+            o.metadata.generation,
+            std::time::Instant::now(),
+            seen,
+        );
+        let describes = fake.count("DescribeVpcEndpoints");
+        converged(&o, &ctx).await;
+        assert_eq!(fake.count("DescribeVpcEndpoints"), describes, "remembered");
+        // A change in AWS by us makes the memory unusable; the object shows Ready, so this
+        // is a steady-state resync and reads the VPC's shared answer.
+        ctx.memory.changed(&o.uid().unwrap());
+        let mut o = o;
+        let ready = [Verdict::new(READY, true, "Ready", "ready".to_string())];
+        o.status = Some(status::build(
+            None,
+            None,
+            &ready,
+            o.metadata.generation,
+            jiff::Timestamp::now(),
+        ));
+        let creates = fake.count("CreateVpcEndpoint");
+        let again = converged(&o, &ctx).await;
+        assert_eq!(fake.count("DescribeVpcEndpoints"), describes + 1);
+        // The VPC's shared answer still finds the object's own endpoint.
+        let ids = |c: &Converged| {
+            c.applied
+                .endpoints
+                .iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(!ids(&c).is_empty());
+        assert_eq!(
+            ids(&again),
+            ids(&c),
+            "privateDns {private_dns}: the same endpoint"
+        );
+        assert_eq!(fake.count("CreateVpcEndpoint"), creates, "nothing created");
+    }
 }
 
 /// The VPC poller (poll.rs) against the in-memory EC2: one describe per poll whatever the

@@ -289,8 +289,7 @@ impl Metrics {
         self.reconcile_duration.observe(seconds);
     }
 
-    /// Tracks the Ready status and reason of each object; `None` forgets a deleted object.
-    /// Records one object's Ready status and reason (None: the object is gone). The gauges
+    /// Tracks the Ready status and reason of each object; `None` forgets a deleted object. The gauges
     /// change by the difference, under the map's lock: a resync that changes nothing costs one
     /// lookup, not a recount of every object.
     pub fn set_ready(&self, object: &str, ready: Option<(&str, &str)>) {
