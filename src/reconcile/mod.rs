@@ -575,7 +575,6 @@ async fn conclude(
 ) -> Result<Conclusion, Error> {
     let region = ctx.ec2.region.clone();
     let account = ctx.ec2.account.clone();
-    let uid = obj.uid().unwrap_or_default();
     let mut endpoints = assess::endpoints(&c.desired, &c.applied.endpoints, &region);
     for e in &mut endpoints.statuses {
         e.account = account.clone();
@@ -617,32 +616,13 @@ async fn conclude(
         .await;
     }
     let waiting = !endpoints.pending.is_empty() || c.applied.waiting;
-    let requeue = if waiting {
-        ctx.waiting_requeue()
-    } else if let Some(d) = c.applied.retry_in {
-        d.max(ctx.config.pending_requeue)
-    } else if !endpoints.failed.is_empty() {
-        ctx.config.resync.min(Duration::from_secs(60))
-    } else {
-        let resync = ctx.next_resync();
-        ctx.config.path_check.map_or(resync, |p| resync.min(p))
-    };
-    // Changed by us in this reconcile: what we hold is as of now.
-    let seen_at = match ctx.memory.changed_at(&uid) {
-        Some(at) if at >= c.observation.taken => Instant::now(),
-        _ => c.observation.endpoints_taken,
-    };
-    // What we saw, updated by what we did: the resync our own status write is about to
-    // trigger needs no describe.
-    if !c.observation.steady {
-        let seen = SeenEndpoints {
-            owned: c.applied.endpoints.clone(),
-            foreign: c.observation.facts.foreign_endpoints.clone(),
-            ready: ready.status,
-        };
-        ctx.memory
-            .remember_endpoints(&uid, obj.metadata.generation, seen_at, seen);
-    }
+    let requeue = requeue_after(
+        ctx,
+        waiting,
+        c.applied.retry_in,
+        !endpoints.failed.is_empty(),
+    );
+    let seen_at = remember_seen(obj, ctx, &c, ready.status);
     watch(obj, ctx, &c, waiting, seen_at);
     let facts = status::Facts {
         account,
@@ -662,6 +642,53 @@ async fn conclude(
         facts: Some(facts),
         requeue,
     })
+}
+
+/// When to look again: soon while something moves in AWS, after a failed call's delay, within a
+/// minute while an endpoint is failed (its replacement's backoff), else at the next resync
+/// boundary (or the private path check's period, if shorter).
+fn requeue_after(
+    ctx: &Scoped<'_>,
+    waiting: bool,
+    retry_in: Option<Duration>,
+    failed: bool,
+) -> Duration {
+    if waiting {
+        ctx.waiting_requeue()
+    } else if let Some(d) = retry_in {
+        d.max(ctx.config.pending_requeue)
+    } else if failed {
+        ctx.config.resync.min(Duration::from_secs(60))
+    } else {
+        let resync = ctx.next_resync();
+        ctx.config.path_check.map_or(resync, |p| resync.min(p))
+    }
+}
+
+/// Remembers what this reconcile saw, updated by what it did, so that the reconcile our own
+/// status write is about to trigger needs no describe; returns when that view was taken (now,
+/// if this reconcile changed something in AWS).
+fn remember_seen(
+    obj: &BedrockPrivateLink,
+    ctx: &Scoped<'_>,
+    c: &Converged,
+    ready: bool,
+) -> Instant {
+    let uid = obj.uid().unwrap_or_default();
+    let seen_at = match ctx.memory.changed_at(&uid) {
+        Some(at) if at >= c.observation.taken => Instant::now(),
+        _ => c.observation.endpoints_taken,
+    };
+    if !c.observation.steady {
+        let seen = SeenEndpoints {
+            owned: c.applied.endpoints.clone(),
+            foreign: c.observation.facts.foreign_endpoints.clone(),
+            ready,
+        };
+        ctx.memory
+            .remember_endpoints(&uid, obj.metadata.generation, seen_at, seen);
+    }
+    seen_at
 }
 
 /// The private path check (path.rs), with an Event when its outcome changes.

@@ -336,86 +336,115 @@ impl Scoped<'_> {
         let Some(adopt) = obj.spec.adopt.as_ref() else {
             return Ok(Adoption::default());
         };
-        let mut out = Adoption::default();
+        let endpoints = self
+            .adopted_endpoints(obj, adopt, owner, vpc_id, owned)
+            .await?;
+        let group = match adopt.security_group_id.as_deref() {
+            Some(id) if !owned_groups.iter().any(|g| g.id == id) => {
+                self.group_to_adopt(id, adopt.take_over, owner, vpc_id)
+                    .await?
+            }
+            _ => None,
+        };
+        Ok(Adoption { endpoints, group })
+    }
+
+    /// The endpoints of spec.adopt.endpointIds not ours yet, each checked (VPC, service, no
+    /// second endpoint for a service, owner).
+    async fn adopted_endpoints(
+        &self,
+        obj: &BedrockPrivateLink,
+        adopt: &crate::api::AdoptSpec,
+        owner: &Owner,
+        vpc_id: &str,
+        owned: &[EndpointFacts],
+    ) -> Result<Vec<EndpointFacts>, Failure> {
         let pending: Vec<&str> = adopt
             .endpoint_ids
             .iter()
             .map(String::as_str)
             .filter(|id| !owned.iter().any(|o| o.id == *id))
             .collect();
-        if !pending.is_empty() {
-            let found = self
-                .ec2
-                .describe_endpoints(vec![filter("vpc-endpoint-id", pending.iter().copied())])
-                .await
-                .map_err(Error::Aws)?;
-            let has_endpoints = obj.status.as_ref().is_some_and(|s| !s.endpoints.is_empty());
-            let missing: Vec<&str> = pending
-                .iter()
-                .copied()
-                .filter(|id| !found.iter().any(|e| e.id == *id && !e.state_is("deleted")))
-                .collect();
-            if !missing.is_empty() && !has_endpoints {
-                return Err(Invalid {
-                    reason: "AdoptionNotFound",
-                    message: format!(
-                        "spec.adopt.endpointIds: {} not found in {}; check the ids and the \
-                         region",
-                        missing.join(", "),
-                        self.ec2.region
-                    ),
-                }
-                .into());
-            }
-            let wanted: Vec<String> = obj
-                .spec
-                .services
-                .iter()
-                .map(|s| s.service_name(&self.ec2.region))
-                .collect();
-            for e in found.iter().filter(|e| !e.state_is("deleted")) {
-                let held = ownership::holder(&e.tags, &owner.cluster, &owner.uid);
-                let claimed: Vec<&EndpointFacts> = owned
-                    .iter()
-                    .chain(out.endpoints.iter())
-                    .filter(|o| o.service_name == e.service_name && !o.is_deleted_or_deleting())
-                    .collect();
-                check_endpoint(e, vpc_id, &wanted, &claimed)?;
-                self.check_holder(&e.id, &held, owner, adopt.take_over)
-                    .await?;
-                out.endpoints.push(e.clone());
-            }
+        if pending.is_empty() {
+            return Ok(Vec::new());
         }
-        if let Some(id) = adopt.security_group_id.as_deref()
-            && !owned_groups.iter().any(|g| g.id == id)
-        {
-            let found = self
-                .ec2
-                .describe_security_groups(vec![filter("group-id", [id])])
-                .await
-                .map_err(Error::Aws)?;
-            match found.into_iter().next() {
-                Some(g) if g.vpc_id != vpc_id => {
-                    return Err(Invalid {
-                        reason: "AdoptionMismatch",
-                        message: format!(
-                            "spec.adopt.securityGroupId: {id} is in {}, the endpoints' VPC is \
-                             {vpc_id}",
-                            g.vpc_id
-                        ),
-                    }
-                    .into());
-                }
-                Some(g) => {
-                    let held = ownership::holder(&g.tags, &owner.cluster, &owner.uid);
-                    self.check_holder(id, &held, owner, adopt.take_over).await?;
-                    out.group = Some(g);
-                }
-                // Adopted before and deleted since, or never there: a managed group is made.
-                None => tracing::info!(group = %id, "spec.adopt.securityGroupId not found"),
+        let found = self
+            .ec2
+            .describe_endpoints(vec![filter("vpc-endpoint-id", pending.iter().copied())])
+            .await
+            .map_err(Error::Aws)?;
+        let has_endpoints = obj.status.as_ref().is_some_and(|s| !s.endpoints.is_empty());
+        let missing: Vec<&str> = pending
+            .iter()
+            .copied()
+            .filter(|id| !found.iter().any(|e| e.id == *id && !e.state_is("deleted")))
+            .collect();
+        if !missing.is_empty() && !has_endpoints {
+            return Err(Invalid {
+                reason: "AdoptionNotFound",
+                message: format!(
+                    "spec.adopt.endpointIds: {} not found in {}; check the ids and the region",
+                    missing.join(", "),
+                    self.ec2.region
+                ),
             }
+            .into());
+        }
+        let wanted: Vec<String> = obj
+            .spec
+            .services
+            .iter()
+            .map(|s| s.service_name(&self.ec2.region))
+            .collect();
+        let mut out: Vec<EndpointFacts> = Vec::new();
+        for e in found.iter().filter(|e| !e.state_is("deleted")) {
+            let held = ownership::holder(&e.tags, &owner.cluster, &owner.uid);
+            let claimed: Vec<&EndpointFacts> = owned
+                .iter()
+                .chain(out.iter())
+                .filter(|o| o.service_name == e.service_name && !o.is_deleted_or_deleting())
+                .collect();
+            check_endpoint(e, vpc_id, &wanted, &claimed)?;
+            self.check_holder(&e.id, &held, owner, adopt.take_over)
+                .await?;
+            out.push(e.clone());
         }
         Ok(out)
+    }
+
+    /// spec.adopt.securityGroupId, checked (VPC, owner); None when it is gone (adopted before
+    /// and deleted since, or never there): a managed group is made.
+    async fn group_to_adopt(
+        &self,
+        id: &str,
+        take_over: bool,
+        owner: &Owner,
+        vpc_id: &str,
+    ) -> Result<Option<GroupFacts>, Failure> {
+        let found = self
+            .ec2
+            .describe_security_groups(vec![filter("group-id", [id])])
+            .await
+            .map_err(Error::Aws)?;
+        match found.into_iter().next() {
+            Some(g) if g.vpc_id != vpc_id => Err(Invalid {
+                reason: "AdoptionMismatch",
+                message: format!(
+                    "spec.adopt.securityGroupId: {id} is in {}, the endpoints' VPC is {vpc_id}",
+                    g.vpc_id
+                ),
+            }
+            .into()),
+            Some(g) => {
+                let held = ownership::holder(&g.tags, &owner.cluster, &owner.uid);
+                self.check_holder(id, &held, owner, take_over).await?;
+                Ok(Some(g))
+            }
+            None => {
+                tracing::info!(group = %id, "spec.adopt.securityGroupId not found");
+                Ok(None)
+            }
+        }
     }
 
     async fn check_holder(
