@@ -215,6 +215,19 @@ fn controller(api: Api<Guarded>, sources: Sources, concurrency: u16) -> Controll
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
 }
 
+/// Drops what memory, the shared caches and the tenancy ledger hold past its use, once per TTL.
+fn spawn_pruner(ctx: Arc<Context>) {
+    tokio::spawn(async move {
+        let every = ctx.memory.ttl();
+        loop {
+            tokio::time::sleep(every).await;
+            ctx.memory.prune();
+            ctx.shared.prune().await;
+            ctx.tenancy.prune();
+        }
+    });
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Context,
@@ -235,18 +248,7 @@ pub async fn run(
     ctx.namespaces = Some(ns_store.clone());
     ctx.nodes = Some(node_store.clone());
     let ctx = Arc::new(ctx);
-    tokio::spawn({
-        let ctx = ctx.clone();
-        async move {
-            let every = ctx.memory.ttl();
-            loop {
-                tokio::time::sleep(every).await;
-                ctx.memory.prune();
-                ctx.shared.prune().await;
-                ctx.tenancy.prune();
-            }
-        }
-    });
+    spawn_pruner(ctx.clone());
     let apis: Vec<(Api<Guarded>, Option<String>)> = if namespaces.is_empty() {
         vec![(Api::all(client.clone()), None)]
     } else {
