@@ -332,6 +332,7 @@ impl Scoped<'_> {
         vpc_id: &str,
         owned: &[EndpointFacts],
         owned_groups: &[GroupFacts],
+        described_group: Vec<GroupFacts>,
     ) -> Result<Adoption, Failure> {
         let Some(adopt) = obj.spec.adopt.as_ref() else {
             return Ok(Adoption::default());
@@ -341,7 +342,7 @@ impl Scoped<'_> {
             .await?;
         let group = match adopt.security_group_id.as_deref() {
             Some(id) if !owned_groups.iter().any(|g| g.id == id) => {
-                self.group_to_adopt(id, adopt.take_over, owner, vpc_id)
+                self.group_to_adopt(id, described_group, adopt.take_over, owner, vpc_id)
                     .await?
             }
             _ => None,
@@ -412,20 +413,17 @@ impl Scoped<'_> {
         Ok(out)
     }
 
-    /// spec.adopt.securityGroupId, checked (VPC, owner); None when it is gone (adopted before
-    /// and deleted since, or never there): a managed group is made.
+    /// spec.adopt.securityGroupId as observe_object described it (`found`), checked (VPC,
+    /// owner); None when it is gone (adopted before and deleted since, or never there): a
+    /// managed group is made.
     async fn group_to_adopt(
         &self,
         id: &str,
+        found: Vec<GroupFacts>,
         take_over: bool,
         owner: &Owner,
         vpc_id: &str,
     ) -> Result<Option<GroupFacts>, Failure> {
-        let found = self
-            .ec2
-            .describe_security_groups(vec![filter("group-id", [id])])
-            .await
-            .map_err(Error::Aws)?;
         match found.into_iter().next() {
             Some(g) if g.vpc_id != vpc_id => Err(Invalid {
                 reason: "AdoptionMismatch",
@@ -524,17 +522,23 @@ impl Scoped<'_> {
         let mut groups = self
             .owned_groups(&owner, generation, &vpc_id, steady || watched, settling)
             .await?;
-        if let Some(id) = spec
+        // spec.adopt's group, not found among ours by name: described once, ours already if
+        // adopted earlier, else a candidate for adoption below.
+        let adopt_group = match spec
             .adopt
             .as_ref()
             .and_then(|a| a.security_group_id.as_deref())
-            && !groups.iter().any(|g| g.id == id)
         {
-            groups.extend(self.adopted_group(&owner, id).await?);
-        }
+            Some(id) if !groups.iter().any(|g| g.id == id) => {
+                let found = self.group_by_id(id).await?;
+                groups.extend(found.iter().filter(|g| owner.owns(&g.tags)).cloned());
+                found
+            }
+            _ => Vec::new(),
+        };
         // Without the VPC, validation says VpcNotFound; nothing to check spec.adopt against.
         let adopt = if facts.vpc.is_some() {
-            self.adoption(obj, &owner, &vpc_id, &seen.owned, &groups)
+            self.adoption(obj, &owner, &vpc_id, &seen.owned, &groups, adopt_group)
                 .await?
         } else {
             Adoption::default()
@@ -773,12 +777,16 @@ impl Scoped<'_> {
 
     /// The group spec.adopt.securityGroupId names, if it is ours already (adopted earlier).
     pub async fn adopted_group(&self, owner: &Owner, id: &str) -> Result<Vec<GroupFacts>, Error> {
-        let found = self
-            .ec2
+        let found = self.group_by_id(id).await?;
+        Ok(found.into_iter().filter(|g| owner.owns(&g.tags)).collect())
+    }
+
+    /// The security group `id`, whoever owns it (none if it does not exist).
+    async fn group_by_id(&self, id: &str) -> Result<Vec<GroupFacts>, Error> {
+        self.ec2
             .describe_security_groups(vec![filter("group-id", [id])])
             .await
-            .map_err(Error::Aws)?;
-        Ok(found.into_iter().filter(|g| owner.owns(&g.tags)).collect())
+            .map_err(Error::Aws)
     }
 }
 

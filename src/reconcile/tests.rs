@@ -748,6 +748,41 @@ async fn a_hand_made_endpoint_is_adopted_in_place() {
 }
 
 #[tokio::test]
+async fn a_hand_made_group_is_adopted_as_the_managed_group_described_once() {
+    let fake = FakeEc2::standard();
+    hand_made(&fake, "vpce-0hand", VPC, "bedrock-runtime");
+    fake.with(|w| {
+        let g = crate::aws::GroupFacts {
+            id: "sg-0hand".into(),
+            name: "made-by-hand".into(),
+            vpc_id: VPC.into(),
+            ..Default::default()
+        };
+        w.groups.insert(g.id.clone(), g);
+    });
+    let ctx = context_of(&fake, "blue");
+    let o = object(
+        "demo",
+        "team",
+        serde_json::json!({"adopt": {"endpointIds": ["vpce-0hand"], "securityGroupId": "sg-0hand"}}),
+    );
+    let before = fake.count("DescribeSecurityGroups");
+    let c = converged(&o, &ctx).await;
+    assert_eq!(fake.count("CreateSecurityGroup"), 0, "adopted, not made");
+    assert_eq!(c.applied.group.ids(), ["sg-0hand"]);
+    let g = fake.with(|w| w.groups["sg-0hand"].clone());
+    assert_eq!(g.tags[crate::aws::TAG_OWNER_UID], o.uid().unwrap());
+    let e = fake.with(|w| w.endpoints["vpce-0hand"].clone());
+    assert_eq!(
+        e.group_ids,
+        ["sg-0hand".to_string()].into(),
+        "the endpoint uses it"
+    );
+    // One describe of the object's groups by name, one of the adopted group by id.
+    assert_eq!(fake.count("DescribeSecurityGroups") - before, 2);
+}
+
+#[tokio::test]
 async fn adoption_refuses_mismatches_and_others_endpoints_changing_nothing() {
     let fake = FakeEc2::standard();
     hand_made(&fake, "vpce-0else", "vpc-0other", "bedrock-runtime");
