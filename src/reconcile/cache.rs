@@ -101,6 +101,16 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         *slot.lock().await = Some((Instant::now(), v));
     }
 
+    /// Stores `v` as fetched at `at`, unless the key holds a newer answer (waits for a fetch
+    /// of the key in flight, then keeps the newer of the two).
+    pub async fn put_at(&self, key: K, at: Instant, v: V) {
+        let slot = self.slot(&key);
+        let mut held = slot.lock().await;
+        if held.as_ref().is_none_or(|(t, _)| *t <= at) {
+            *held = Some((at, v));
+        }
+    }
+
     /// Drops expired entries (inserts do too; this frees them when nothing is inserted).
     pub async fn prune(&self) {
         let ttl = self.ttl;

@@ -311,6 +311,11 @@ impl<T> ByOwner<T> {
         Self { all, by_owner }
     }
 
+    /// The owner uids the resources' tags name.
+    pub fn owners(&self) -> impl Iterator<Item = &str> + '_ {
+        self.by_owner.keys().map(String::as_str)
+    }
+
     /// The resources whose owner tag names `uid` (the cluster tag is the caller's to check).
     pub fn tagged_for<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a T> + 'a {
         self.by_owner
@@ -321,12 +326,16 @@ impl<T> ByOwner<T> {
     }
 }
 
+/// Every endpoint in a VPC, ours and others', by VPC key (`Ec2::key`). Shared with the VPC's
+/// poller (poll.rs), so one describe's answer is held once, whoever made it.
+pub type VpcEndpoints = TtlCache<String, Arc<ByOwner<EndpointFacts>>>;
+
 /// Answers shared by every object of a VPC or the region.
 pub struct Shared {
     pub vpcs: TtlCache<(String, bool), Option<VpcFacts>>,
     pub subnets: TtlCache<String, Vec<SubnetFacts>>,
     /// Every endpoint in a VPC, ours and others'.
-    pub endpoints: TtlCache<String, Arc<ByOwner<EndpointFacts>>>,
+    pub endpoints: Arc<VpcEndpoints>,
     /// Every group we own in a VPC.
     pub groups: TtlCache<String, Arc<ByOwner<GroupFacts>>>,
     /// The region's Bedrock endpoint services and their zones.
@@ -338,7 +347,7 @@ impl Shared {
         Self {
             vpcs: TtlCache::new(ttl),
             subnets: TtlCache::new(ttl),
-            endpoints: TtlCache::new(ttl),
+            endpoints: Arc::new(TtlCache::new(ttl)),
             groups: TtlCache::new(ttl),
             services: TtlCache::new(ttl),
         }

@@ -223,10 +223,12 @@ impl Context {
         // Drift is still found within resync + ttl.
         let ttl = (config.resync / 5).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let timing = poll::Timing::new(config.pending_poll_max, config.drift_sweep);
+        let shared = Shared::new(ttl);
         let poller = Arc::new(poll::Poller::new(
             timing,
             metrics.clone(),
             config.cluster_id.clone(),
+            shared.endpoints.clone(),
         ));
         Self {
             recorder: None,
@@ -240,7 +242,7 @@ impl Context {
             nodes: None,
             network_cache: Mutex::default(),
             memory: Memory::new(ttl),
-            shared: Shared::new(ttl),
+            shared,
             interfaces: Default::default(),
             poller,
             failures: Default::default(),

@@ -639,11 +639,16 @@ impl Scoped<'_> {
                     Duration::MAX,
                     self.memory.changed_at(uid),
                     || async {
-                        self.ec2
+                        let taken = Instant::now();
+                        let all = self
+                            .ec2
                             .describe_endpoints(vec![filter("vpc-id", [vpc_id])])
                             .await
-                            .map(|all| Arc::new(ByOwner::new(all, |e| &e.tags)))
-                            .map_err(Error::Aws)
+                            .map_err(Error::Aws)?;
+                        let all = Arc::new(ByOwner::new(all, |e| &e.tags));
+                        // The VPC's poller takes it as its latest poll (held once, not twice).
+                        self.poller.offer(&self.ec2.key(vpc_id), taken, all.clone());
+                        Ok(all)
                     },
                 )
                 .await?;

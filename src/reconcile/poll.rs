@@ -1,5 +1,7 @@
-//! The VPC poller: one paginated DescribeVpcEndpoints per VPC (filtered by the VPC and our owner
-//! tag) serves every object in it, so waiting and drift detection cost per VPC, not per object.
+//! The VPC poller: one paginated DescribeVpcEndpoints per VPC (filtered by the VPC) serves every
+//! object in it, so waiting and drift detection cost per VPC, not per object. Its answer is the
+//! shared answer of steady-state resyncs (memory.rs `Shared::endpoints`), and theirs counts as
+//! a poll (`offer`): a VPC's endpoints are held once.
 //!
 //! Every reconcile registers what it concluded its endpoints are (a digest of their state,
 //! policy, groups, subnets, private DNS and tags). Each VPC with registered objects is polled:
@@ -27,8 +29,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
+use super::memory::{ByOwner, VpcEndpoints};
 use crate::api::BedrockPrivateLink;
-use crate::aws::{Ec2, EndpointFacts, TAG_CLUSTER, TAG_OWNER_UID, filter};
+use crate::aws::{Ec2, EndpointFacts, TAG_CLUSTER, filter};
 use crate::telemetry::Metrics;
 
 /// A reconcile request for one object.
@@ -113,9 +116,9 @@ pub fn to_trigger(
 }
 
 /// A digest of the endpoints in `vpc_id` that are not deleted: what drift means.
-pub fn digest(vpc_id: &str, endpoints: &[EndpointFacts]) -> u64 {
+pub fn digest<'a>(vpc_id: &str, endpoints: impl IntoIterator<Item = &'a EndpointFacts>) -> u64 {
     let mut live: Vec<&EndpointFacts> = endpoints
-        .iter()
+        .into_iter()
         .filter(|e| e.vpc_id == vpc_id && !e.state_is("deleted"))
         .collect();
     live.sort_by(|a, b| a.id.cmp(&b.id));
@@ -132,31 +135,33 @@ pub fn digest(vpc_id: &str, endpoints: &[EndpointFacts]) -> u64 {
     h.finish()
 }
 
-/// Our endpoints in one VPC as one poll saw them, by owner uid.
+/// Every endpoint in one VPC as one describe saw them (a poll's, or a steady-state resync's
+/// shared answer: the same `Arc` the shared cache holds, so it is held once).
 #[derive(Debug)]
 pub struct Snapshot {
     pub taken: Instant,
-    pub by_owner: HashMap<String, Vec<EndpointFacts>>,
+    pub all: Arc<ByOwner<EndpointFacts>>,
 }
 
 impl Snapshot {
-    /// By owner uid, only the endpoints the ownership rule gives to objects of `cluster` (its
-    /// tag, or none yet): another cluster's endpoint in a shared VPC is nobody's here.
-    fn of(taken: Instant, endpoints: Vec<EndpointFacts>, cluster: &str) -> Self {
-        let mut by_owner: HashMap<String, Vec<EndpointFacts>> = HashMap::new();
-        for e in endpoints {
-            let ours = e.tags.get(TAG_CLUSTER).is_none_or(|c| c == cluster);
-            if let Some(uid) = e.tags.get(TAG_OWNER_UID).filter(|_| ours) {
-                by_owner.entry(uid.clone()).or_default().push(e);
-            }
-        }
-        Self { taken, by_owner }
+    /// The endpoints the ownership rule gives to the object `uid` of `cluster` (its tag, or
+    /// none yet): another cluster's endpoint in a shared VPC is nobody's here.
+    fn owned<'a>(&'a self, uid: &str, cluster: &'a str) -> impl Iterator<Item = &'a EndpointFacts> {
+        self.all
+            .tagged_for(uid)
+            .filter(move |e| e.tags.get(TAG_CLUSTER).is_none_or(|c| c == cluster))
     }
 
-    fn digests(&self, vpc_id: &str) -> HashMap<String, u64> {
-        self.by_owner
-            .iter()
-            .map(|(uid, eps)| (uid.clone(), digest(vpc_id, eps)))
+    /// The digest of each owner's endpoints (owners with none of this cluster's are left out:
+    /// `to_trigger` reads a missing owner as one without endpoints).
+    fn digests(&self, vpc_id: &str, cluster: &str) -> HashMap<String, u64> {
+        self.all
+            .owners()
+            .filter_map(|uid| {
+                let mut eps = self.owned(uid, cluster).peekable();
+                eps.peek()?;
+                Some((uid.to_string(), digest(vpc_id, eps)))
+            })
             .collect()
     }
 }
@@ -243,15 +248,24 @@ pub struct Poller {
     metrics: Arc<Metrics>,
     /// This cluster's identity: whose endpoints count (ownership.rs).
     cluster: String,
+    /// The shared answers to "every endpoint in the VPC": polls store theirs there, and
+    /// reconciles offer theirs here (`offer`).
+    endpoints: Arc<VpcEndpoints>,
     state: Mutex<State>,
 }
 
 impl Poller {
-    pub fn new(timing: Timing, metrics: Arc<Metrics>, cluster: String) -> Self {
+    pub fn new(
+        timing: Timing,
+        metrics: Arc<Metrics>,
+        cluster: String,
+        endpoints: Arc<VpcEndpoints>,
+    ) -> Self {
         Self {
             timing,
             metrics,
             cluster,
+            endpoints,
             state: Mutex::default(),
         }
     }
@@ -372,6 +386,11 @@ impl Poller {
         }
     }
 
+    /// The VPC's latest answer (a key: `Ec2::key`).
+    pub fn latest(&self, key: &str) -> Option<Arc<Snapshot>> {
+        self.lock().vpcs.get(key)?.latest.clone()
+    }
+
     /// Whether the poller watches the object in `vpc_id` (a key: `Ec2::key`; and polling has
     /// started), with its
     /// endpoints from the latest poll taken since its registration.
@@ -388,7 +407,7 @@ impl Poller {
             .filter(|snap| snap.taken >= since)
             .map(|snap| Polled {
                 taken: snap.taken,
-                owned: snap.by_owner.get(uid).cloned().unwrap_or_default(),
+                owned: snap.owned(uid, &self.cluster).cloned().collect(),
             });
         Some(Watched { since, polled })
     }
@@ -439,14 +458,19 @@ impl Poller {
         };
         self.metrics.record_vpc_poll(reason);
         let taken = Instant::now();
+        // Every endpoint in the VPC (not only tagged ones): the same question as the shared
+        // answer's, so one answer serves both and is held once.
         let answer = ec2
-            .describe_endpoints(vec![
-                filter("vpc-id", [vpc_id.as_str()]),
-                filter("tag-key", [TAG_OWNER_UID]),
-            ])
+            .describe_endpoints(vec![filter("vpc-id", [vpc_id.as_str()])])
             .await;
         let snapshot = match answer {
-            Ok(all) => Some(Snapshot::of(taken, all, &self.cluster)),
+            Ok(all) => {
+                let all = Arc::new(ByOwner::new(all, |e| &e.tags));
+                self.endpoints
+                    .put_at(key.to_string(), taken, all.clone())
+                    .await;
+                Some(Snapshot { taken, all })
+            }
             Err(e) => {
                 tracing::warn!(vpc = %key, error = %e, "could not poll the VPC's endpoints");
                 None
@@ -459,6 +483,22 @@ impl Poller {
         }
         self.send(&triggers);
         triggers
+    }
+
+    /// A reconcile's describe of every endpoint in the VPC (a key: `Ec2::key`), begun at
+    /// `taken`: it counts as a poll (triggers what changed, and the sweep waits from now) if
+    /// it is newer than the latest poll. Not an EC2 call of its own.
+    pub fn offer(&self, key: &str, taken: Instant, all: Arc<ByOwner<EndpointFacts>>) {
+        let newer = {
+            let s = self.lock();
+            s.vpcs.get(key).is_some_and(|v| {
+                !v.objects.is_empty() && v.latest.as_ref().is_none_or(|l| l.taken < taken)
+            })
+        };
+        if newer {
+            let triggers = self.after_poll(key, Some(Snapshot { taken, all }));
+            self.send(&triggers);
+        }
     }
 
     /// Takes a poll's answer (None: it failed): which objects to trigger, and when to poll next.
@@ -474,7 +514,7 @@ impl Poller {
         let mut triggers = Vec::new();
         let mut changed = false;
         if let Some(snap) = snapshot {
-            let seen = snap.digests(&vpc_id);
+            let seen = snap.digests(&vpc_id, &self.cluster);
             changed = seen != v.seen;
             for uid in to_trigger(&v.objects, &seen, snap.taken) {
                 let e = v.objects.get_mut(&uid).expect("listed above");
@@ -636,7 +676,12 @@ mod tests {
     #[test]
     fn the_vpc_waits_while_any_of_its_objects_waits() {
         let fake = crate::aws::fake::FakeEc2::standard();
-        let poller = Poller::new(timing(60), Arc::default(), "c".into());
+        let poller = Poller::new(
+            timing(60),
+            Arc::default(),
+            "c".into(),
+            Arc::new(super::super::cache::TtlCache::new(Duration::from_secs(1))),
+        );
         let waiting = |w: bool| Expected {
             waiting: w,
             ..expected(0, Instant::now(), false)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kube::runtime::reflector;
 
+use super::memory::ByOwner;
 use super::*;
 use crate::api::BedrockPrivateLinkSpec;
 use crate::aws::fake::{FakeEc2, SUBNETS, VPC};
@@ -574,6 +575,69 @@ async fn one_poll_per_vpc_triggers_only_the_objects_whose_endpoints_changed() {
     assert_eq!(names(ctx.poller.poll(&key).await), ["a", "b"]);
     ctx.poller.forget(&objects[2].uid().unwrap());
     assert_eq!(ctx.poller.len(), 2, "c forgotten");
+}
+
+/// One describe of a VPC's endpoints is held once: a poll's answer is the shared answer a
+/// steady-state resync reads, and a resync's shared describe becomes the poller's latest poll
+/// (it triggers what changed, like a poll); an older answer replaces nothing.
+#[tokio::test]
+async fn a_vpcs_endpoints_are_held_once_by_the_poller_and_the_shared_answer() {
+    let fake = FakeEc2::standard();
+    let ctx = context(&fake);
+    let objects: Vec<BedrockPrivateLink> = ["a", "b"]
+        .iter()
+        .map(|n| object(n, "team", serde_json::json!({"privateDns": false})))
+        .collect();
+    for o in &objects {
+        converged(o, &ctx).await;
+    }
+    fake.settle();
+    // Their reconciles saw them available.
+    for o in &objects {
+        let uid = o.uid().unwrap();
+        let owned: Vec<crate::aws::EndpointFacts> = fake
+            .live_endpoints()
+            .into_iter()
+            .filter(|e| e.tags.get(crate::aws::TAG_OWNER_UID) == Some(&uid))
+            .collect();
+        let now = std::time::Instant::now();
+        let ns = (o.name_any(), "team");
+        ctx.poller
+            .register(&uid, (&ns.0, ns.1), ctx.home(), VPC, &owned, false, now);
+    }
+    let key = ctx.home().key(VPC);
+    let shared = || ctx.shared.endpoints.get_fresh(&key, Duration::MAX, None);
+    let before = std::time::Instant::now();
+    assert!(ctx.poller.poll(&key).await.is_empty(), "in sync");
+    let polled = ctx.poller.latest(&key).expect("polled");
+    let held = shared().await.expect("the poll's answer is shared");
+    assert!(Arc::ptr_eq(&polled.all, &held), "one answer, held once");
+    // A resync's describe (the shared answer's fetch) in which b's endpoint is gone.
+    let mut rx = ctx.poller.subscribe(None);
+    let b_uid = objects[1].uid().unwrap();
+    let without_b: Vec<crate::aws::EndpointFacts> = fake
+        .live_endpoints()
+        .into_iter()
+        .filter(|e| e.tags.get(crate::aws::TAG_OWNER_UID) != Some(&b_uid))
+        .collect();
+    let offered = Arc::new(ByOwner::new(without_b, |e| &e.tags));
+    ctx.poller.offer(&key, before, offered.clone());
+    assert!(
+        Arc::ptr_eq(&ctx.poller.latest(&key).unwrap().all, &polled.all),
+        "older than the poll: ignored"
+    );
+    let describes = fake.count("DescribeVpcEndpoints");
+    ctx.poller
+        .offer(&key, std::time::Instant::now(), offered.clone());
+    assert!(Arc::ptr_eq(&ctx.poller.latest(&key).unwrap().all, &offered));
+    let triggered = rx.try_recv().expect("a trigger");
+    assert_eq!(triggered.name, "b", "b's endpoint vanished");
+    assert!(rx.try_recv().is_err(), "only b");
+    assert_eq!(
+        fake.count("DescribeVpcEndpoints"),
+        describes,
+        "no call of its own"
+    );
 }
 
 /// Accounts and regions (issue 17) without a grant watch: the built-in rules allow only the
