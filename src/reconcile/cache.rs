@@ -65,17 +65,36 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let (_, v) = self
+            .get_or_fetch_stamped(key, max_age, not_before, fetch)
+            .await?;
+        Ok(v)
+    }
+
+    /// Like `get_or_fetch_fresh`, with when the answer's fetch started. `max_age` zero: always
+    /// a new fetch, but still one at a time per key (callers that wait for it may share it).
+    pub async fn get_or_fetch_stamped<E, F, Fut>(
+        &self,
+        key: &K,
+        max_age: Duration,
+        not_before: Option<Instant>,
+        fetch: F,
+    ) -> Result<(Instant, V), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         let slot = self.slot(key);
         let mut held = slot.lock().await;
         if let Some((at, v)) = held.as_ref()
             && usable(*at, max_age.min(self.ttl), not_before)
         {
-            return Ok(v.clone());
+            return Ok((*at, v.clone()));
         }
         let started = Instant::now();
         let v = fetch().await?;
         *held = Some((started, v.clone()));
-        Ok(v)
+        Ok((started, v))
     }
 
     /// The cached value if it is younger than `max_age` (and the ttl) and was stored at or
@@ -99,16 +118,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub async fn put(&self, key: K, v: V) {
         let slot = self.slot(&key);
         *slot.lock().await = Some((Instant::now(), v));
-    }
-
-    /// Stores `v` as fetched at `at`, unless the key holds a newer answer (waits for a fetch
-    /// of the key in flight, then keeps the newer of the two).
-    pub async fn put_at(&self, key: K, at: Instant, v: V) {
-        let slot = self.slot(&key);
-        let mut held = slot.lock().await;
-        if held.as_ref().is_none_or(|(t, _)| *t <= at) {
-            *held = Some((at, v));
-        }
     }
 
     /// Drops expired entries (inserts do too; this frees them when nothing is inserted).
@@ -188,6 +197,52 @@ mod tests {
             cache.get_fresh(&1, Duration::from_secs(5), None).await,
             Some(11)
         );
+    }
+
+    /// The VPC poller's way in: every call describes anew (max age zero), and a reader that
+    /// comes while it is in flight shares its answer instead of describing again.
+    #[tokio::test]
+    async fn a_stamped_fetch_is_always_new_and_shared_with_readers_that_wait_for_it() {
+        let cache: Arc<TtlCache<u8, u8>> = Arc::new(TtlCache::new(Duration::from_secs(60)));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let before = Instant::now();
+        let poll = tokio::spawn({
+            let (cache, calls) = (cache.clone(), calls.clone());
+            async move {
+                cache
+                    .get_or_fetch_stamped(&1, Duration::ZERO, None, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        released.await.ok();
+                        Ok::<u8, ()>(5)
+                    })
+                    .await
+            }
+        });
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let reader = tokio::spawn({
+            let (cache, calls) = (cache.clone(), calls.clone());
+            async move {
+                cache
+                    .get_or_fetch(&1, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok::<u8, ()>(6)
+                    })
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        release.send(()).unwrap();
+        let (taken, v) = poll.await.unwrap().unwrap();
+        assert!(taken >= before && v == 5);
+        assert_eq!(reader.await.unwrap(), Ok(5), "the reader shared the poll");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let again = cache
+            .get_or_fetch_stamped(&1, Duration::ZERO, None, || async { Ok::<u8, ()>(7) })
+            .await;
+        assert_eq!(again.map(|(_, v)| v), Ok(7), "max age zero: a new fetch");
     }
 
     #[tokio::test]

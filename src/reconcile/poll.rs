@@ -457,20 +457,19 @@ impl Poller {
             (reason, v.ec2.clone(), v.vpc_id.clone())
         };
         self.metrics.record_vpc_poll(reason);
-        let taken = Instant::now();
-        // Every endpoint in the VPC (not only tagged ones): the same question as the shared
-        // answer's, so one answer serves both and is held once.
-        let answer = ec2
-            .describe_endpoints(vec![filter("vpc-id", [vpc_id.as_str()])])
+        // Every endpoint in the VPC (not only tagged ones): the shared answer's question, asked
+        // through its cache, so a resync that wants it meanwhile waits for this answer instead
+        // of describing the VPC a second time at once (max age zero: always a new describe).
+        let answer = self
+            .endpoints
+            .get_or_fetch_stamped(&key.to_string(), Duration::ZERO, None, || async {
+                ec2.describe_endpoints(vec![filter("vpc-id", [vpc_id.as_str()])])
+                    .await
+                    .map(|all| Arc::new(ByOwner::new(all, |e| &e.tags)))
+            })
             .await;
         let snapshot = match answer {
-            Ok(all) => {
-                let all = Arc::new(ByOwner::new(all, |e| &e.tags));
-                self.endpoints
-                    .put_at(key.to_string(), taken, all.clone())
-                    .await;
-                Some(Snapshot { taken, all })
-            }
+            Ok((taken, all)) => Some(Snapshot { taken, all }),
             Err(e) => {
                 tracing::warn!(vpc = %key, error = %e, "could not poll the VPC's endpoints");
                 None
@@ -513,7 +512,9 @@ impl Poller {
         v.last_poll = now;
         let mut triggers = Vec::new();
         let mut changed = false;
-        if let Some(snap) = snapshot {
+        // A newer answer (a resync's, offered meanwhile) stands.
+        let newer_held = |snap: &Snapshot| v.latest.as_ref().is_some_and(|l| l.taken > snap.taken);
+        if let Some(snap) = snapshot.filter(|snap| !newer_held(snap)) {
             let seen = snap.digests(&vpc_id, &self.cluster);
             changed = seen != v.seen;
             for uid in to_trigger(&v.objects, &seen, snap.taken) {
