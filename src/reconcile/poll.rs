@@ -387,6 +387,7 @@ impl Poller {
     }
 
     /// The VPC's latest answer (a key: `Ec2::key`).
+    #[cfg(test)]
     pub fn latest(&self, key: &str) -> Option<Arc<Snapshot>> {
         self.lock().vpcs.get(key)?.latest.clone()
     }

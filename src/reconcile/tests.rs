@@ -482,9 +482,29 @@ async fn a_steady_resync_uses_memory_not_describes() {
             o.metadata.generation,
             jiff::Timestamp::now(),
         ));
+        // Registered with the VPC's poller (as `conclude` does), whose answer the resync's
+        // describe of the VPC becomes: held once.
+        let uid = o.uid().unwrap();
+        let since = std::time::Instant::now();
+        let name = o.name_any();
+        let applied = &c.applied.endpoints;
+        ctx.poller.register(
+            &uid,
+            (&name, "team"),
+            ctx.home(),
+            VPC,
+            applied,
+            false,
+            since,
+        );
         let creates = fake.count("CreateVpcEndpoint");
         let again = converged(&o, &ctx).await;
         assert_eq!(fake.count("DescribeVpcEndpoints"), describes + 1);
+        let key = ctx.home().key(VPC);
+        let shared = ctx.shared.endpoints.get_fresh(&key, Duration::MAX, None);
+        let shared = shared.await.expect("the resync's shared answer");
+        let polled = ctx.poller.latest(&key).expect("offered to the poller");
+        assert!(Arc::ptr_eq(&polled.all, &shared), "one answer, held once");
         // The VPC's shared answer still finds the object's own endpoint.
         let ids = |c: &Converged| {
             c.applied
